@@ -1,0 +1,80 @@
+"""How to start an engine process for one replica: the engine-agnostic spec and its command.
+
+The replica actor (control plane) builds an ``EngineSpec`` and runs ``engine_command``'s argv
+on the node Ray placed it on; this module is the only place that knows each engine's flags.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from nodes.models import Dtype, ModelArchitecture
+from scheduler.errors import ConfigError
+from scheduler.types import EngineKind
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSpec:
+    """Everything an engine needs to serve one replica, whatever the engine."""
+
+    kind: EngineKind
+    served_model_name: str
+    architecture: ModelArchitecture
+    dtype: Dtype
+    accelerator: str
+    tensor_parallel: int
+    gpu_memory_utilization: float
+    max_num_seqs: int
+    max_model_len: int
+    cpu_cores: int | None = None
+    cpu_memory_gib: float | None = None
+    cpu_memory_bandwidth_gbps: float | None = None
+    time_scale: float = 1.0
+    """Sim engine only: run modelled time this many times faster (tests)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCommand:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def engine_command(spec: EngineSpec, host: str, port: int, parent_pid: int) -> EngineCommand:
+    """The command line that serves ``spec`` on ``host:port`` and dies with ``parent_pid``."""
+    if spec.kind is EngineKind.SIM:
+        return _sim_command(spec, host, port, parent_pid)
+    raise ConfigError(f"engine `{spec.kind.value}` has no launcher in this release")
+
+
+def _sim_command(spec: EngineSpec, host: str, port: int, parent_pid: int) -> EngineCommand:
+    from nodes.engines.sim.spec import SimEngineSpec
+
+    sim = SimEngineSpec(
+        served_model_name=spec.served_model_name,
+        architecture=spec.architecture,
+        dtype=spec.dtype,
+        accelerator=spec.accelerator,
+        cpu_cores=spec.cpu_cores,
+        cpu_memory_gib=spec.cpu_memory_gib,
+        cpu_memory_bandwidth_gbps=spec.cpu_memory_bandwidth_gbps,
+        tensor_parallel=spec.tensor_parallel,
+        gpu_memory_utilization=spec.gpu_memory_utilization,
+        max_num_seqs=spec.max_num_seqs,
+        max_model_len=spec.max_model_len,
+        time_scale=spec.time_scale,
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "nodes.engines.sim",
+        "--spec-json",
+        sim.model_dump_json(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--parent-pid",
+        str(parent_pid),
+    ]
+    return EngineCommand(argv)

@@ -1,0 +1,5 @@
+"""``python -m scheduler`` runs the ``gearshift`` CLI."""
+
+from scheduler.cli import main
+
+main()

@@ -1,0 +1,211 @@
+"""``gearshift serve``: start the fleet on a loopback Ray cluster and serve the OpenAI API.
+
+With no ``--config`` it runs the built-in demo fleet (simulated H100, A100-80GB, L4 and CPU
+nodes), which needs no GPU and no network. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scheduler.cli import session_file
+from scheduler.cli.output import console_err, console_out, fail, make_table
+from scheduler.config import GearshiftConfig, demo_config, load_config
+from scheduler.errors import ConfigError, GearshiftError
+from scheduler.gateway.endpoints import EndpointTable
+from scheduler.plugins import PluginRegistry
+from scheduler.routing.profiles import build_profiles
+from scheduler.state import FleetState
+
+
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config file; the built-in demo fleet if omitted."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Override gateway.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Override gateway.port.")] = None,
+    admin_port: Annotated[int | None, typer.Option(help="Override gateway.admin_port.")] = None,
+    ready_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every replica before serving anyway.")
+    ] = 120.0,
+    session: Annotated[
+        Path,
+        typer.Option(
+            "--session-file",
+            envvar=session_file.ENVVAR,
+            help="Where to write the admin URL and token for `gearshift status`.",
+        ),
+    ] = session_file.DEFAULT_PATH,
+) -> None:
+    """Start the fleet and serve the OpenAI-compatible endpoint until Ctrl-C.
+
+    Example: gearshift serve            (built-in demo fleet on http://127.0.0.1:8000)
+    """
+    started = time.monotonic()
+    try:
+        cfg = _with_overrides(
+            load_config(config) if config else demo_config(), host, port, admin_port
+        )
+        registry = PluginRegistry.from_entry_points()
+        build_profiles(registry, cfg.routing)  # fail on a bad routing config before Ray starts
+        from scheduler.gateway.server import bind
+
+        public_socket = bind(cfg.gateway.host, cfg.gateway.port)
+        admin_socket = bind(cfg.gateway.admin_host, cfg.gateway.admin_port)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    token = cfg.gateway.admin_token or secrets.token_urlsafe(24)
+    public_url = _url(cfg.gateway.host, public_socket.getsockname()[1])
+    admin_url = _url(cfg.gateway.admin_host, admin_socket.getsockname()[1])
+
+    from scheduler.controlplane.runtime import LocalRuntime
+
+    runtime = LocalRuntime(cfg)
+    nodes = sum(group.nodes for group in cfg.fleet.node_groups)
+    try:
+        with console_err.status(f"Starting a Ray cluster of {nodes} nodes on 127.0.0.1 ..."):
+            runtime.start()
+        asyncio.run(
+            _serve(cfg, registry, runtime, public_socket, admin_socket, token, ready_timeout,
+                   started, public_url, admin_url, session)
+        )
+    except KeyboardInterrupt:
+        pass
+    except GearshiftError as exc:
+        fail(str(exc))
+    finally:
+        with console_err.status("Stopping replicas and the Ray cluster ..."):
+            runtime.stop()
+        session_file.remove(session, os.getpid())
+        public_socket.close()
+        admin_socket.close()
+    console_err.print("Stopped.")
+
+
+async def _serve(
+    cfg: GearshiftConfig,
+    registry: PluginRegistry,
+    runtime: Any,
+    public_socket: Any,
+    admin_socket: Any,
+    token: str,
+    ready_timeout: float,
+    started: float,
+    public_url: str,
+    admin_url: str,
+    session: Path,
+) -> None:
+    from scheduler.gateway.server import run_gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    async def on_started(table: EndpointTable) -> None:
+        state = await _wait_ready(table, ready_timeout, stop)
+        session_file.write(
+            session, session_file.ServeSession(os.getpid(), public_url, admin_url, token)
+        )
+        _print_summary(cfg, state, time.monotonic() - started, public_url, admin_url)
+
+    await run_gateway(
+        cfg,
+        registry,
+        runtime.fleet_source(),
+        public=public_socket,
+        admin=admin_socket,
+        admin_token=token,
+        stop=stop,
+        on_started=on_started,
+    )
+
+
+async def _wait_ready(table: EndpointTable, timeout: float, stop: asyncio.Event) -> FleetState:
+    deadline = time.monotonic() + timeout
+    with Progress(
+        TextColumn("Starting replicas"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console_err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("replicas", total=None)
+        while not stop.is_set():
+            state = table.state
+            ready = sum(1 for replica in state.replicas if replica.state == "ready")
+            progress.update(task, completed=ready, total=max(state.planned_replicas, 1))
+            if state.ready or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    if not table.state.ready:
+        console_err.print(
+            f"[yellow]warning:[/yellow] not every replica is ready after {timeout:.0f} s; "
+            "serving with what is up (see `gearshift status`)."
+        )
+    return table.state
+
+
+def _print_summary(
+    cfg: GearshiftConfig, state: FleetState, elapsed: float, public_url: str, admin_url: str
+) -> None:
+    rows = [
+        (r.replica_id, r.model, r.accelerator, r.node_id, r.tensor_parallel, r.price_per_hour,
+         r.state)
+        for r in state.replicas
+    ]
+    console_out.print(
+        make_table(
+            f"Placement: {len(rows)} replicas, ${state.cost_per_hour:,.2f}/h",
+            ["replica", "model", "accelerator", "node", "TP", "$/h", "state"],
+            rows,
+        )
+    )
+    for rejection in state.unplaced:
+        console_out.print(f"[yellow]not placed[/yellow] {rejection.subject}: {rejection.reason}")
+    model = cfg.models[0].name if cfg.models else "MODEL"
+    console_out.print(f"\nReady in {elapsed:.1f} s. OpenAI endpoint: [bold]{public_url}/v1[/bold]")
+    console_out.print(f"Admin API: {admin_url} (token in the session file; `gearshift status`)")
+    console_out.print("Try:")
+    console_out.print(
+        f"  curl {public_url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+        f"    -d '{{\"model\": \"{model}\", \"service_tier\": \"priority\", "
+        f"\"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}' -i",
+        soft_wrap=True,
+        markup=False,
+    )
+    console_out.print("Ctrl-C stops everything.")
+
+
+def _with_overrides(
+    cfg: GearshiftConfig, host: str | None, port: int | None, admin_port: int | None
+) -> GearshiftConfig:
+    updates = {
+        key: value
+        for key, value in (("host", host), ("port", port), ("admin_port", admin_port))
+        if value is not None
+    }
+    if not updates:
+        return cfg
+    data = cfg.model_dump(mode="json")
+    data["gateway"].update(updates)
+    try:
+        return GearshiftConfig.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"bad override: {exc}") from None
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
+    return f"http://{shown}:{port}"

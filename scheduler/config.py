@@ -1,0 +1,479 @@
+"""The one config model: fleet, models, traffic classes, routing, placement and gateway.
+
+Every section is a frozen pydantic model that rejects unknown keys, and every field is described:
+the same model generates ``gearshift config schema`` and (later) the Helm chart's values schema.
+``load_config`` turns a YAML file into a validated ``GearshiftConfig`` or raises ``ConfigError``
+whose message names each bad field by its path.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from nodes.accelerators import AcceleratorKind, accelerator
+from nodes.models import (
+    Dtype,
+    ModelArchitecture,
+    architecture_from_hf_config,
+    catalog_model,
+)
+from scheduler.errors import CatalogError, ConfigError
+from scheduler.types import EngineKind, Ownership, TrafficClass
+
+_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------------------- fleet
+
+
+class CpuSpec(_Section):
+    """Hardware of a CPU-only node; used when a node group's accelerator is ``CPU``."""
+
+    cores: int = Field(16, ge=1, le=1024, description="Physical cores an engine may use.")
+    memory_gib: float = Field(64.0, gt=0, description="Host memory available to engines, GiB.")
+    memory_bandwidth_gbps: float | None = Field(
+        None, gt=0, description="Memory bandwidth in GB/s; derived from the core count if unset."
+    )
+
+
+class NodeGroup(_Section):
+    """A set of identical machines: same accelerator type and count, price and ownership."""
+
+    name: str = Field(
+        pattern=_NAME_PATTERN,
+        max_length=40,
+        description="Group name; node ids are `<name>-<index>`.",
+    )
+    accelerator: str = Field(
+        description="Accelerator catalog name (`gearshift catalog`), e.g. H100-SXM, L4 or CPU."
+    )
+    accelerators_per_node: int = Field(
+        1, ge=1, le=16, description="Accelerators in each node (1 for CPU nodes)."
+    )
+    nodes: int = Field(1, ge=0, le=10_000, description="How many nodes the group has.")
+    price_per_node_hour: float | None = Field(
+        None,
+        ge=0,
+        description="What one node costs per hour, in dollars; defaults to the catalog price "
+        "times accelerators_per_node.",
+    )
+    ownership: Ownership = Field(
+        Ownership.ON_DEMAND, description="owned, on-demand or spot: how the node is paid for."
+    )
+    simulated: bool = Field(
+        True,
+        description="Declare the accelerators to Ray instead of detecting them, for demos and "
+        "tests on machines without them.",
+    )
+    cpu: CpuSpec | None = Field(None, description="CPU node hardware (accelerator CPU only).")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra Ray node labels for this group."
+    )
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str) -> str:
+        try:
+            return accelerator(value).name
+        except CatalogError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _cpu_shape(self) -> Self:
+        is_cpu = accelerator(self.accelerator).kind is AcceleratorKind.CPU
+        if is_cpu and self.accelerators_per_node != 1:
+            raise ValueError("a CPU node counts as one accelerator: set accelerators_per_node: 1")
+        if not is_cpu and self.cpu is not None:
+            raise ValueError("`cpu` describes CPU nodes only; remove it or use accelerator: CPU")
+        return self
+
+    @property
+    def is_cpu(self) -> bool:
+        return accelerator(self.accelerator).kind is AcceleratorKind.CPU
+
+    def node_price_per_hour(self) -> float:
+        """Dollars per node-hour: the override, or the catalog price times the accelerator count."""
+        if self.price_per_node_hour is not None:
+            return self.price_per_node_hour
+        return accelerator(self.accelerator).default_price_per_hour * self.accelerators_per_node
+
+    def node_ids(self) -> list[str]:
+        return [f"{self.name}-{index}" for index in range(self.nodes)]
+
+
+class FleetConfig(_Section):
+    """The machines Gearshift may use."""
+
+    node_groups: list[NodeGroup] = Field(
+        default_factory=list, description="Groups of identical nodes."
+    )
+
+    @field_validator("node_groups")
+    @classmethod
+    def _unique_groups(cls, groups: list[NodeGroup]) -> list[NodeGroup]:
+        names = [group.name for group in groups]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"node group names must be unique; repeated: {', '.join(duplicates)}")
+        return groups
+
+
+# -------------------------------------------------------------------------------------- models
+
+
+class ModelConfig(_Section):
+    """One served model: where its architecture comes from, how it runs, how many replicas."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/]*$",
+        max_length=128,
+        description="The name clients send as `model`.",
+    )
+    catalog: str | None = Field(
+        None, description="Built-in model to take the architecture from; defaults to `name`."
+    )
+    architecture: ModelArchitecture | None = Field(
+        None, description="Explicit architecture numbers, instead of a catalog entry."
+    )
+    hf_config: str | None = Field(
+        None, description="Path to a local Hugging Face config.json (or its directory)."
+    )
+    dtype: Dtype = Field(Dtype.BF16, description="Weight dtype or quantization.")
+    max_context: int = Field(
+        8192, ge=16, le=1_048_576, description="Longest prompt + output a replica accepts."
+    )
+    engine: EngineKind = Field(EngineKind.SIM, description="sim (simulated) or vllm.")
+    replicas: int = Field(1, ge=0, le=10_000, description="Replicas to keep running.")
+    accelerators: list[str] = Field(
+        default_factory=list,
+        description="Accelerator types this model may use; empty means any that fits.",
+    )
+    tensor_parallel: int | None = Field(
+        None, ge=1, le=16, description="Fixed tensor-parallel degree; chosen per type if unset."
+    )
+    max_num_seqs: int = Field(256, ge=1, le=4096, description="Most sequences a replica batches.")
+
+    @field_validator("accelerators")
+    @classmethod
+    def _known_accelerators(cls, values: list[str]) -> list[str]:
+        try:
+            return [accelerator(value).name for value in values]
+        except CatalogError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [
+            key
+            for key, value in (
+                ("catalog", self.catalog),
+                ("architecture", self.architecture),
+                ("hf_config", self.hf_config),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(f"give one architecture source, not {' and '.join(given)}")
+        if not given:
+            try:
+                catalog_model(self.name)
+            except CatalogError as exc:
+                raise ValueError(
+                    f"`{self.name}` is not a catalog model; set catalog, architecture or "
+                    f"hf_config. {exc}"
+                ) from None
+        if self.catalog is not None:
+            try:
+                catalog_model(self.catalog)
+            except CatalogError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    @cached_property
+    def resolved_architecture(self) -> ModelArchitecture:
+        """The architecture numbers from whichever source the config names."""
+        if self.architecture is not None:
+            return self.architecture
+        if self.hf_config is not None:
+            return architecture_from_hf_config(self.hf_config)
+        return catalog_model(self.catalog or self.name).architecture
+
+
+# ---------------------------------------------------------------------------- traffic classes
+
+
+class ClassTargets(_Section):
+    """Service-level targets of one traffic class."""
+
+    ttft_s: float | None = Field(None, gt=0, description="Time-to-first-token target, seconds.")
+    tpot_s: float | None = Field(None, gt=0, description="Time-per-output-token target, seconds.")
+    deadline_s: float | None = Field(
+        None, gt=0, description="Whole-request deadline, seconds (batch work)."
+    )
+    engine_priority: int = Field(
+        0,
+        ge=-1_000_000,
+        le=1_000_000,
+        description="vLLM `priority` sent with the request; lower runs first.",
+    )
+
+    @model_validator(mode="after")
+    def _has_a_target(self) -> Self:
+        if self.ttft_s is None and self.tpot_s is None and self.deadline_s is None:
+            raise ValueError("set at least one of ttft_s, tpot_s, deadline_s")
+        return self
+
+
+class TrafficClassesConfig(_Section):
+    """Targets per class. `priority` maps to interactive, `default`/`auto` to standard, `flex`
+    to batch."""
+
+    interactive: ClassTargets = Field(
+        default_factory=lambda: ClassTargets(ttft_s=0.5, tpot_s=0.05, engine_priority=-10),
+        description="Latency-critical traffic (service_tier=priority).",
+    )
+    standard: ClassTargets = Field(
+        default_factory=lambda: ClassTargets(ttft_s=2.0, tpot_s=0.1, engine_priority=0),
+        description="Default traffic (service_tier=default or auto).",
+    )
+    batch: ClassTargets = Field(
+        default_factory=lambda: ClassTargets(deadline_s=86_400.0, engine_priority=10),
+        description="Throughput traffic (service_tier=flex and the Batch API).",
+    )
+
+    def targets(self, traffic_class: TrafficClass) -> ClassTargets:
+        targets: ClassTargets = getattr(self, traffic_class.value)
+        return targets
+
+
+# ------------------------------------------------------------------------------------ plugins
+
+
+class PluginSpec(_Section):
+    """An instance of a registered plugin type, with its own params."""
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Instance name that profiles refer to.")
+    type: str = Field(description="Registered plugin type, e.g. `ready-filter`.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters, validated by the plugin's params model."
+    )
+
+
+class WeightedRef(_Section):
+    """A scorer used by a profile, with its weight."""
+
+    ref: str = Field(description="Name of a plugin instance.")
+    weight: float = Field(1.0, gt=0, description="Multiplier on the scorer's [0,1] score.")
+
+
+class ProfileSpec(_Section):
+    """Filter → score → pick pipeline for one traffic class."""
+
+    filters: list[str] = Field(default_factory=list, description="Filter instance names, in order.")
+    scorers: list[WeightedRef] = Field(default_factory=list, description="Weighted scorers.")
+    picker: str = Field(description="Picker instance name.")
+
+
+def _default_plugins() -> list[PluginSpec]:
+    return [
+        PluginSpec(name="ready", type="ready-filter"),
+        PluginSpec(name="context", type="context-fit-filter"),
+        PluginSpec(name="kv-headroom", type="kv-headroom-filter"),
+        PluginSpec(name="queue-headroom", type="queue-headroom-filter"),
+        PluginSpec(name="ttft", type="predicted-ttft-scorer"),
+        PluginSpec(name="cost", type="cost-per-token-scorer"),
+        PluginSpec(name="queue", type="queue-depth-scorer"),
+        PluginSpec(name="best", type="max-score-picker"),
+    ]
+
+
+def _default_profiles() -> dict[TrafficClass, ProfileSpec]:
+    safe = ["ready", "context", "kv-headroom"]
+    return {
+        TrafficClass.INTERACTIVE: ProfileSpec(
+            filters=safe, scorers=[WeightedRef(ref="ttft", weight=1.0)], picker="best"
+        ),
+        TrafficClass.STANDARD: ProfileSpec(
+            filters=safe,
+            scorers=[WeightedRef(ref="ttft", weight=2.0), WeightedRef(ref="cost", weight=1.0)],
+            picker="best",
+        ),
+        TrafficClass.BATCH: ProfileSpec(
+            filters=[*safe, "queue-headroom"],
+            scorers=[WeightedRef(ref="cost", weight=3.0), WeightedRef(ref="queue", weight=1.0)],
+            picker="best",
+        ),
+    }
+
+
+class RoutingConfig(_Section):
+    """Routing plugins and one profile per traffic class."""
+
+    plugins: list[PluginSpec] = Field(
+        default_factory=_default_plugins, description="Plugin instances profiles can refer to."
+    )
+    profiles: dict[TrafficClass, ProfileSpec] = Field(
+        default_factory=_default_profiles, description="One pipeline per traffic class."
+    )
+
+    @model_validator(mode="after")
+    def _refs_resolve(self) -> Self:
+        names = [plugin.name for plugin in self.plugins]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"plugin names must be unique; repeated: {', '.join(duplicates)}")
+        missing_classes = [c.value for c in TrafficClass if c not in self.profiles]
+        if missing_classes:
+            raise ValueError(f"a profile is needed for every class; missing: {missing_classes}")
+        for traffic_class, profile in self.profiles.items():
+            refs = [*profile.filters, *(s.ref for s in profile.scorers), profile.picker]
+            unknown = [ref for ref in refs if ref not in names]
+            if unknown:
+                raise ValueError(
+                    f"profile {traffic_class.value} refers to unknown plugins {unknown}; "
+                    f"defined: {names}"
+                )
+        return self
+
+
+class PlacementConfig(_Section):
+    """How replicas are placed and reconciled."""
+
+    solver: PluginSpec = Field(
+        default_factory=lambda: PluginSpec(name="solver", type="memory-best-fit-solver"),
+        description="The placement solver plugin.",
+    )
+    interval_s: float = Field(
+        2.0, gt=0, le=3600, description="Seconds between reconcile rounds."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.1, le=0.99, description="Fraction of accelerator memory an engine may use."
+    )
+    restart_backoff_s: float = Field(
+        1.0, ge=0, le=600, description="First delay before restarting a failed replica; doubles."
+    )
+
+
+# ------------------------------------------------------------------------------------ gateway
+
+
+class GatewayConfig(_Section):
+    """The OpenAI-compatible endpoint and the admin API."""
+
+    host: str = Field("127.0.0.1", description="Address the public endpoint binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of the public endpoint.")
+    admin_host: str = Field("127.0.0.1", description="Address the admin API binds.")
+    admin_port: int = Field(8001, ge=0, le=65535, description="Port of the admin API.")
+    admin_token: str | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token for the admin API; generated at start and written to the "
+        "state file when unset.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=256 * 1_048_576, description="Largest request body accepted."
+    )
+    max_tokens_cap: int = Field(
+        32_768, ge=1, description="Largest max_tokens a request may ask for."
+    )
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="Upper bound on one proxied request."
+    )
+    connect_timeout_s: float = Field(
+        2.0, gt=0, description="Time to connect to an engine before trying the next."
+    )
+    load_refresh_s: float = Field(
+        0.5, gt=0, le=60, description="How often engine /metrics and the endpoint table are read."
+    )
+    retry_after_s: float = Field(
+        1.0, gt=0, le=120, description="Retry-After sent when no replica can take a request."
+    )
+
+
+# --------------------------------------------------------------------------------------- root
+
+
+class GearshiftConfig(_Section):
+    """Root of a Gearshift config file."""
+
+    fleet: FleetConfig = Field(default_factory=FleetConfig, description="The machines.")
+    models: list[ModelConfig] = Field(default_factory=list, description="The served models.")
+    traffic_classes: TrafficClassesConfig = Field(
+        default_factory=TrafficClassesConfig, description="Targets per traffic class."
+    )
+    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Routing.")
+    placement: PlacementConfig = Field(default_factory=PlacementConfig, description="Placement.")
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="HTTP endpoints.")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [model.name for model in models]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+        return models
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((model for model in self.models if model.name == name), None)
+
+
+def parse_config(text: str, *, source: str = "<config>") -> GearshiftConfig:
+    """Validate YAML text into a config; ``ConfigError`` lists every bad field by path."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, not {type(data).__name__}")
+    try:
+        return GearshiftConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path) -> GearshiftConfig:
+    """Read and validate a YAML config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    return parse_config(text, source=str(file))
+
+
+def demo_config_text() -> str:
+    """The built-in demo fleet, shipped inside the package (and as examples/demo-fleet.yaml)."""
+    return resources.files("scheduler").joinpath("demo_fleet.yaml").read_text(encoding="utf-8")
+
+
+def demo_config() -> GearshiftConfig:
+    return parse_config(demo_config_text(), source="built-in demo fleet")
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per error: ``source: path.to.field: message``."""
+    lines = [f"{source}: {exc.error_count()} invalid field(s)"]
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in error["loc"]) or "<root>"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path}: {message}")
+    return "\n".join(lines)
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON schema of the config file."""
+    return GearshiftConfig.model_json_schema()
+

@@ -1,0 +1,288 @@
+"""The controller: a Ray actor running the reconcile loop and publishing the fleet state.
+
+One round: observe (probe replicas, read Ray's nodes) → plan (solver) → reconcile (actions)
+→ actuate. A replica that fails is stopped and forgotten; the next plan places it again, after
+an exponential back-off per replica id so a crash loop does not spin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from nodes.engines.launch import EngineSpec
+from scheduler.config import GearshiftConfig, ModelConfig
+from scheduler.controlplane.actuator import RayActuator
+from scheduler.errors import ControlPlaneError
+from scheduler.framework.placement import (
+    NodeView,
+    PlacementPlan,
+    PlacementSolver,
+    ReplicaAssignment,
+)
+from scheduler.framework.routing import EndpointView, PerfProfile
+from scheduler.inventory import ROLE_HEAD, node_view
+from scheduler.placement.actions import StartReplica, StopReplica
+from scheduler.placement.planner import plan as make_plan
+from scheduler.placement.reconciler import reconcile
+from scheduler.placement.shapes import group_accelerator, perf_profile, performance
+from scheduler.plugins import PluginRegistry
+from scheduler.state import FleetState, NodeStatus, ReplicaStatus
+from scheduler.types import LABEL_ROLE, ReplicaState
+
+log = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT_S = 3.0
+_STOP_TIMEOUT_S = 10.0
+_MAX_BACKOFF_S = 60.0
+CONTROLLER_NAME = "gearshift-controller"
+
+
+@dataclass(slots=True)
+class _Replica:
+    assignment: ReplicaAssignment
+    handle: Any
+    engine: str
+    perf: PerfProfile
+    state: ReplicaState = ReplicaState.STARTING
+    url: str | None = None
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class _Backoff:
+    failures: int = 0
+    """Consecutive failures; reset when the replica becomes ready."""
+    not_before: float = 0.0
+
+
+class Controller:
+    """Reconcile loop state; runs inside the ``ControllerActor`` (or directly in tests)."""
+
+    def __init__(
+        self, config: GearshiftConfig, solver: PlacementSolver, actuator: RayActuator | None = None
+    ) -> None:
+        self.config = config
+        self.solver = solver
+        self.actuator = actuator or RayActuator()
+        self.replicas: dict[str, _Replica] = {}
+        self.backoff: dict[str, _Backoff] = {}
+        self.restarts: Counter[str] = Counter()
+        self.last_plan = PlacementPlan(())
+        self.nodes: dict[str, NodeView] = {}
+        self.version = 0
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- loop
+
+    async def start(self) -> None:
+        """Run one round now and keep reconciling every ``placement.interval_s``."""
+        if self._loop_task is None:
+            await self.tick()
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.placement.interval_s)
+            try:
+                await self.tick()
+            except Exception:  # the loop must outlive one bad round; the next retries
+                log.exception("reconcile round failed")
+
+    async def tick(self) -> None:
+        """One reconcile round."""
+        self.nodes = {node.node_id: node for node in self._read_nodes()}
+        await self._observe()
+        current = [replica.assignment for replica in self.replicas.values()]
+        self.last_plan = make_plan(self.solver, self.config, list(self.nodes.values()), current)
+        now = time.monotonic()
+        for action in reconcile(self.last_plan, self.replicas):
+            if isinstance(action, StartReplica):
+                wait = self.backoff.get(action.assignment.replica_id)
+                if wait is None or wait.not_before <= now:
+                    self._start(action.assignment)
+            elif isinstance(action, StopReplica):
+                await self._stop(action.replica_id)
+        self.version += 1
+
+    def _read_nodes(self) -> list[NodeView]:
+        views = []
+        for node in ray.nodes():
+            view = node_view(node.get("Labels", {}), node.get("Resources", {}), node["Alive"])
+            if view is not None and view.alive:
+                views.append(view)
+        return sorted(views, key=lambda view: view.node_id)
+
+    async def _observe(self) -> None:
+        alive = set(self.nodes)
+        replicas = list(self.replicas.items())
+        healths = await asyncio.gather(
+            *(self.actuator.probe(r.handle, _PROBE_TIMEOUT_S) for _, r in replicas)
+        )
+        for (replica_id, replica), health in zip(replicas, healths, strict=True):
+            if replica.assignment.node_id not in alive:
+                health_state, detail = ReplicaState.FAILED, "its node left the cluster"
+            elif health is None:
+                continue
+            else:
+                health_state, detail = health.state, health.detail
+                replica.url = health.url or replica.url
+            if health_state is ReplicaState.FAILED:
+                await self._fail(replica_id, detail)
+                continue
+            if health_state is ReplicaState.READY and replica.state is not ReplicaState.READY:
+                self.backoff.pop(replica_id, None)
+                log.info("replica %s ready at %s", replica_id, replica.url)
+            replica.state, replica.detail = health_state, detail
+
+    # -------------------------------------------------------------- actions
+
+    def _start(self, assignment: ReplicaAssignment) -> None:
+        model = self._model(assignment.model)
+        node = self.nodes[assignment.node_id]
+        group = next(g for g in self.config.fleet.node_groups if g.name == node.group)
+        spec = group_accelerator(group)
+        utilization = self.config.placement.gpu_memory_utilization
+        perf = performance(model, spec, assignment.tensor_parallel, utilization)
+        engine_spec = EngineSpec(
+            kind=model.engine,
+            served_model_name=model.name,
+            architecture=model.resolved_architecture,
+            dtype=model.dtype,
+            accelerator=spec.name,
+            tensor_parallel=assignment.tensor_parallel,
+            gpu_memory_utilization=utilization,
+            max_num_seqs=model.max_num_seqs,
+            max_model_len=model.max_context,
+            cpu_cores=group.cpu.cores if group.cpu else None,
+            cpu_memory_gib=group.cpu.memory_gib if group.cpu else None,
+            cpu_memory_bandwidth_gbps=group.cpu.memory_bandwidth_gbps if group.cpu else None,
+        )
+        handle = self.actuator.start(assignment, engine_spec, on_gpu=not group.is_cpu)
+        self.replicas[assignment.replica_id] = _Replica(
+            assignment, handle, model.engine.value, perf_profile(model, perf)
+        )
+        log.info("starting replica %s on %s", assignment.replica_id, assignment.node_id)
+
+    async def _stop(self, replica_id: str) -> None:
+        replica = self.replicas.pop(replica_id, None)
+        if replica is not None:
+            await self.actuator.stop(replica.handle, _STOP_TIMEOUT_S)
+
+    async def _fail(self, replica_id: str, detail: str) -> None:
+        log.warning("replica %s failed: %s", replica_id, detail)
+        record = self.backoff.setdefault(replica_id, _Backoff())
+        delay = min(_MAX_BACKOFF_S, self.config.placement.restart_backoff_s * 2**record.failures)
+        record.failures += 1
+        record.not_before = time.monotonic() + delay
+        self.restarts[replica_id] += 1
+        await self._stop(replica_id)
+
+    async def shutdown(self) -> None:
+        """Stop the loop and every replica (gracefully, in parallel)."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        await asyncio.gather(*(self._stop(rid) for rid in list(self.replicas)))
+
+    # ---------------------------------------------------------------- reads
+
+    def fleet_state(self) -> FleetState:
+        replicas = sorted(self.replicas.values(), key=lambda r: r.assignment.replica_id)
+        used: Counter[str] = Counter()
+        for r in replicas:
+            used[r.assignment.node_id] += r.assignment.tensor_parallel
+        return FleetState(
+            version=self.version,
+            endpoints=tuple(
+                EndpointView(
+                    replica_id=r.assignment.replica_id,
+                    model=r.assignment.model,
+                    accelerator=r.assignment.accelerator,
+                    node_id=r.assignment.node_id,
+                    url=r.url,
+                    state=r.state,
+                    price_per_hour=r.assignment.price_per_hour,
+                    ownership=self.nodes[r.assignment.node_id].ownership,
+                    perf=r.perf,
+                )
+                for r in replicas
+                if r.url is not None and r.assignment.node_id in self.nodes
+            ),
+            replicas=tuple(
+                ReplicaStatus(
+                    replica_id=r.assignment.replica_id,
+                    model=r.assignment.model,
+                    node_id=r.assignment.node_id,
+                    accelerator=r.assignment.accelerator,
+                    tensor_parallel=r.assignment.tensor_parallel,
+                    engine=r.engine,
+                    state=r.state.value,
+                    url=r.url,
+                    price_per_hour=r.assignment.price_per_hour,
+                    restarts=self.restarts[r.assignment.replica_id],
+                    detail=r.detail,
+                )
+                for r in replicas
+            ),
+            nodes=tuple(
+                NodeStatus(
+                    node_id=n.node_id,
+                    group=n.group,
+                    accelerator=n.accelerator,
+                    accelerator_count=n.accelerator_count,
+                    accelerators_used=used[n.node_id],
+                    price_per_hour=n.price_per_hour,
+                    ownership=n.ownership.value,
+                    alive=n.alive,
+                )
+                for n in self.nodes.values()
+            ),
+            unplaced=self.last_plan.unplaced,
+            planned_replicas=len(self.last_plan.assignments),
+            models=tuple(model.name for model in self.config.models),
+        )
+
+    def _model(self, name: str) -> ModelConfig:
+        model = self.config.model(name)
+        if model is None:  # the planner only plans configured models
+            raise ControlPlaneError(f"the plan names a model that is not configured: {name}")
+        return model
+
+
+class ControllerActor:
+    """The Ray actor around ``Controller``: built from the config's JSON inside Ray."""
+
+    def __init__(self, config_json: str) -> None:
+        config = GearshiftConfig.model_validate_json(config_json)
+        registry = PluginRegistry.from_entry_points()
+        self._controller = Controller(config, registry.build(config.placement.solver, PlacementSolver))
+
+    async def start(self) -> None:
+        await self._controller.start()
+
+    async def fleet_state(self) -> FleetState:
+        return self._controller.fleet_state()
+
+    async def shutdown(self) -> None:
+        await self._controller.shutdown()
+
+
+def start_controller(config: GearshiftConfig) -> Any:
+    """Create the controller actor on the head node; returns its handle (call ``start``)."""
+    actor = ray.remote(ControllerActor).options(
+        name=CONTROLLER_NAME,
+        num_cpus=0,
+        label_selector={LABEL_ROLE: ROLE_HEAD},
+        max_concurrency=16,
+    )
+    return actor.remote(config.model_dump_json())

@@ -1,0 +1,192 @@
+"""``create_app``: the OpenAI-compatible endpoint (no module-level state).
+
+One request: read (size-capped) → validate → classify → route (the class's profile) → proxy.
+Every error is an OpenAI envelope; bad input is a 4xx, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from scheduler.config import GatewayConfig, TrafficClassesConfig
+from scheduler.errors import GearshiftError, ModelNotFound, NoCapacity, RequestTooLarge
+from scheduler.framework.routing import Cycle, RouteRequest
+from scheduler.gateway.classify import classify
+from scheduler.gateway.endpoints import EndpointTable
+from scheduler.gateway.http_errors import domain_error_response, error_response
+from scheduler.gateway.metrics import GatewayMetrics
+from scheduler.gateway.proxy import EngineProxy, Outcome
+from scheduler.gateway.requests import Endpoint, parse_request
+from scheduler.routing.pipeline import RoutingProfile
+from scheduler.types import TIER_FOR_CLASS, ReplicaState, TrafficClass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayDeps:
+    """Everything the endpoint needs, built by the composition root (``gearshift serve``)."""
+
+    gateway: GatewayConfig
+    classes: TrafficClassesConfig
+    profiles: Mapping[TrafficClass, RoutingProfile]
+    table: EndpointTable
+    proxy: EngineProxy
+    metrics: GatewayMetrics
+    rng: random.Random
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"The request body exceeds {limit} bytes.", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"The request body exceeds {limit} bytes.", code="body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(deps: GatewayDeps) -> Starlette:
+    async def completions(request: Request, endpoint: Endpoint) -> Response:
+        traffic_class = TrafficClass.STANDARD
+        try:
+            raw = await _read_body(request, deps.gateway.max_body_bytes)
+            parsed = parse_request(endpoint, raw, max_tokens_cap=deps.gateway.max_tokens_cap)
+            traffic_class = classify(parsed.service_tier)
+            if parsed.model not in deps.table.models():
+                raise ModelNotFound(parsed.model)
+            route_request = RouteRequest(
+                model=parsed.model,
+                traffic_class=traffic_class,
+                prompt_tokens=parsed.prompt_tokens,
+                max_tokens=parsed.max_tokens or 1,
+                stream=parsed.stream,
+            )
+            candidates = deps.table.candidates(parsed.model)
+            if not candidates:
+                raise NoCapacity(
+                    f"No replica of `{parsed.model}` is running yet.",
+                    retry_after_s=deps.gateway.retry_after_s,
+                )
+            started = time.perf_counter()
+            decision = deps.profiles[traffic_class].run(
+                route_request, candidates, Cycle(now=time.time(), rng=deps.rng)
+            )
+            deps.metrics.routing.labels(traffic_class.value).observe(time.perf_counter() - started)
+            decision.raise_if_empty(deps.gateway.retry_after_s)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except GearshiftError as exc:
+            reason = getattr(exc, "code", None) or type(exc).__name__
+            deps.metrics.rejections.labels(traffic_class.value, reason).inc()
+            return domain_error_response(exc)
+
+        by_id = {candidate.replica_id: candidate for candidate in candidates}
+        body = dict(parsed.body)
+        body["priority"] = deps.classes.targets(traffic_class).engine_priority
+        tier = TIER_FOR_CLASS[traffic_class].value
+        request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
+
+        def record(outcome: Outcome) -> None:
+            accelerator = outcome.endpoint.accelerator if outcome.endpoint else "none"
+            deps.metrics.requests.labels(
+                parsed.model, traffic_class.value, accelerator, str(outcome.status)
+            ).inc()
+            if outcome.first_byte_s is not None:
+                deps.metrics.first_byte.labels(parsed.model, traffic_class.value).observe(
+                    outcome.first_byte_s
+                )
+
+        try:
+            return await deps.proxy.forward(
+                [by_id[rid] for rid in decision.picks],
+                endpoint.value,
+                body,
+                stream=parsed.stream,
+                tier=tier,
+                request_id=request_id,
+                on_outcome=record,
+            )
+        except GearshiftError as exc:
+            return domain_error_response(exc)
+
+    async def chat(request: Request) -> Response:
+        return await completions(request, Endpoint.CHAT)
+
+    async def text(request: Request) -> Response:
+        return await completions(request, Endpoint.COMPLETIONS)
+
+    def model_card(name: str) -> dict[str, object]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "gearshift"}
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {"object": "list", "data": [model_card(name) for name in deps.table.models()]}
+        )
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in deps.table.models():
+            return domain_error_response(ModelNotFound(name))
+        return JSONResponse(model_card(name))
+
+    def ready_replicas() -> int:
+        return sum(1 for e in deps.table.state.endpoints if e.state is ReplicaState.READY)
+
+    async def health(request: Request) -> Response:
+        """Liveness: the gateway process answers."""
+        return JSONResponse({"status": "ok", "ready_replicas": ready_replicas()})
+
+    async def ready(request: Request) -> Response:
+        """Readiness: at least one replica can serve."""
+        count = ready_replicas()
+        return JSONResponse({"ready_replicas": count}, status_code=200 if count else 503)
+
+    async def metrics(request: Request) -> Response:
+        deps.metrics.endpoints.clear()
+        for endpoint in deps.table.state.endpoints:
+            deps.metrics.endpoints.labels(
+                endpoint.model, endpoint.accelerator, endpoint.state.value
+            ).inc()
+        deps.metrics.cost.set(deps.table.state.cost_per_hour)
+        return Response(deps.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            return error_response(405, f"Method {request.method} is not allowed on {request.url.path}.")
+        return error_response(exc.status_code, f"Unknown path {request.url.path}.",
+                              code="not_found" if exc.status_code == 404 else None)
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
+        return error_response(500, "The server had an error processing your request.",
+                              "server_error")
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", text, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/models/{model:path}", model, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+    )

@@ -1,0 +1,108 @@
+"""The gateway's endpoint table: the controller's fleet state plus live engine load.
+
+A background task refreshes the fleet state from a ``FleetStateSource`` and scrapes every
+engine's ``/metrics``; the request path only reads the table (no I/O). The gateway's own
+in-flight count per replica covers the gap between scrapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import replace
+from typing import Protocol
+
+import aiohttp
+
+from nodes.engines.metrics import parse_engine_metrics
+from scheduler.framework.routing import EndpointView, EngineLoad
+from scheduler.state import FleetState
+
+log = logging.getLogger(__name__)
+
+
+class FleetStateSource(Protocol):
+    """Where the gateway learns the endpoint table (the controller, or a fixed one in tests)."""
+
+    async def fetch(self) -> FleetState: ...
+
+
+class StaticFleetState:
+    """A ``FleetStateSource`` that always returns the same state."""
+
+    def __init__(self, state: FleetState) -> None:
+        self.state = state
+
+    async def fetch(self) -> FleetState:
+        return self.state
+
+
+class EndpointTable:
+    """Read by every request; written only by ``refresh``."""
+
+    def __init__(self, source: FleetStateSource) -> None:
+        self._source = source
+        self.state = FleetState(version=-1)
+        self._loads: dict[str, EngineLoad] = {}
+        self._in_flight: Counter[str] = Counter()
+
+    def models(self) -> tuple[str, ...]:
+        return self.state.models
+
+    def candidates(self, model: str) -> list[EndpointView]:
+        """The model's endpoints with their latest load and in-flight count."""
+        return [
+            replace(
+                endpoint,
+                load=replace(
+                    self._loads.get(endpoint.replica_id, EngineLoad()),
+                    in_flight=self._in_flight[endpoint.replica_id],
+                ),
+            )
+            for endpoint in self.state.endpoints
+            if endpoint.model == model
+        ]
+
+    def load(self, replica_id: str) -> EngineLoad:
+        return replace(
+            self._loads.get(replica_id, EngineLoad()), in_flight=self._in_flight[replica_id]
+        )
+
+    def acquire(self, replica_id: str) -> None:
+        self._in_flight[replica_id] += 1
+
+    def release(self, replica_id: str) -> None:
+        self._in_flight[replica_id] -= 1
+        if self._in_flight[replica_id] <= 0:
+            del self._in_flight[replica_id]
+
+    async def refresh(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+        """Fetch the fleet state (keeping the last one on failure) and scrape every engine."""
+        try:
+            self.state = await self._source.fetch()
+        except Exception as exc:  # keep serving on the last known table; log and retry next round
+            log.warning("fleet state refresh failed, keeping version %s: %s", self.state.version, exc)
+        endpoints = self.state.endpoints
+        loads = await asyncio.gather(*(self._scrape(session, e, timeout_s) for e in endpoints))
+        self._loads = {e.replica_id: load for e, load in zip(endpoints, loads, strict=True)}
+
+    async def run(self, session: aiohttp.ClientSession, interval_s: float) -> None:
+        """Refresh forever, every ``interval_s`` seconds."""
+        while True:
+            await self.refresh(session, timeout_s=max(0.2, interval_s))
+            await asyncio.sleep(interval_s)
+
+    @staticmethod
+    async def _scrape(
+        session: aiohttp.ClientSession, endpoint: EndpointView, timeout_s: float
+    ) -> EngineLoad:
+        try:
+            timeout = aiohttp.ClientTimeout(total=timeout_s)
+            async with session.get(f"{endpoint.url}/metrics", timeout=timeout) as response:
+                if response.status != 200:
+                    return EngineLoad()
+                metrics = parse_engine_metrics(await response.text())
+        except (aiohttp.ClientError, TimeoutError):
+            return EngineLoad()
+        return EngineLoad(metrics.running, metrics.waiting, metrics.kv_usage, fresh=True)

@@ -1,0 +1,100 @@
+"""The only place domain errors become HTTP status codes and OpenAI error envelopes.
+
+Envelope: ``{"error": {"message", "type", "param", "code"}}`` with all four keys present
+(``param``/``code`` string or null), as the OpenAI spec requires.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from scheduler.errors import (
+    GearshiftError,
+    InvalidRequest,
+    ModelNotFound,
+    NoCapacity,
+    RequestError,
+    RequestTooLarge,
+    UpstreamError,
+)
+
+
+def envelope(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(envelope(message, type_, param, code), status_code=status, headers=headers)
+
+
+def status_for(exc: GearshiftError) -> int:
+    if isinstance(exc, ModelNotFound):
+        return 404
+    if isinstance(exc, RequestTooLarge):
+        return 413
+    if isinstance(exc, InvalidRequest):
+        return 400
+    if isinstance(exc, NoCapacity):
+        return 503
+    if isinstance(exc, UpstreamError):
+        return 502
+    return 500
+
+
+def domain_error_response(exc: GearshiftError) -> JSONResponse:
+    """The HTTP response for a domain error."""
+    status = status_for(exc)
+    if isinstance(exc, NoCapacity):
+        retry_after = str(max(1, math.ceil(exc.retry_after_s)))
+        return error_response(
+            status, exc.message, "server_error", None, exc.code, {"Retry-After": retry_after}
+        )
+    if isinstance(exc, RequestError):
+        return error_response(status, exc.message, "invalid_request_error", exc.param, exc.code)
+    if isinstance(exc, UpstreamError):
+        return error_response(status, str(exc), "server_error", None, "upstream_error")
+    return error_response(status, "The server had an error processing your request.", "server_error")
+
+
+def normalize_upstream_error(status: int, body: bytes) -> JSONResponse:
+    """An engine's error (vLLM shape, plain text, anything) as an OpenAI envelope.
+
+    4xx keep their status (the request was bad); 5xx become 502 (the engine failed).
+    """
+    message, param = _upstream_message(body)
+    if 400 <= status < 500:
+        type_ = "invalid_request_error"
+        return error_response(status, message, type_, param, _code_for(status))
+    return error_response(502, f"The engine failed: {message}", "server_error", None, "upstream_error")
+
+
+def _upstream_message(body: bytes) -> tuple[str, str | None]:
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return (text[:500] or "empty response from the engine"), None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        param = error.get("param")
+        return str(error.get("message") or text[:500]), param if isinstance(param, str) else None
+    if isinstance(data, dict) and "message" in data:  # vLLM's older flat shape
+        return str(data["message"]), None
+    return text[:500], None
+
+
+def _code_for(status: int) -> str | None:
+    return {404: "model_not_found", 429: "rate_limit_exceeded"}.get(status)

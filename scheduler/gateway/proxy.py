@@ -1,0 +1,194 @@
+"""Forward a validated request to the picked engines and relay the answer.
+
+Tries the routing decision's picks in order, moving on only before the first byte (connect
+errors, engine 503/5xx); once an engine has answered 200 the response is committed. Streams
+are relayed line by line; when the client goes away the upstream response is closed, which
+aborts the request inside the engine. Every response says who served it (``x-gearshift-*``
+headers) and which tier it got (``service_tier`` in the body and in each streamed chunk).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from scheduler.errors import UpstreamError
+from scheduler.framework.routing import EndpointView
+from scheduler.gateway.endpoints import EndpointTable
+from scheduler.gateway.http_errors import error_response, normalize_upstream_error
+
+log = logging.getLogger(__name__)
+
+_TIER_FIELD = re.compile(rb'"service_tier"\s*:\s*(null|"[^"]*")')
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the proxy reports for metrics once a response is decided."""
+
+    endpoint: EndpointView | None
+    status: int
+    first_byte_s: float | None
+
+
+OutcomeHook = Callable[[Outcome], None]
+
+
+class EngineProxy:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        table: EndpointTable,
+        *,
+        connect_timeout_s: float,
+        request_timeout_s: float,
+    ) -> None:
+        self._session = session
+        self._table = table
+        self._timeout = aiohttp.ClientTimeout(
+            total=request_timeout_s, sock_connect=connect_timeout_s
+        )
+
+    async def forward(
+        self,
+        picks: Sequence[EndpointView],
+        path: str,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        tier: str,
+        request_id: str,
+        on_outcome: OutcomeHook,
+    ) -> Response:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        started = time.perf_counter()
+        last_error = "no replica was tried"
+        for endpoint in picks:
+            self._table.acquire(endpoint.replica_id)
+            released = False
+            try:
+                upstream = await self._session.post(
+                    f"{endpoint.url}{path}",
+                    data=payload,
+                    headers={"Content-Type": "application/json", "X-Request-Id": request_id},
+                    timeout=self._timeout,
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._table.release(endpoint.replica_id)
+                last_error = f"{endpoint.replica_id}: {type(exc).__name__}: {exc}"
+                log.info("engine unreachable, trying the next pick: %s", last_error)
+                continue
+            try:
+                if upstream.status >= 500:
+                    await upstream.read()
+                    last_error = f"{endpoint.replica_id}: HTTP {upstream.status}"
+                    log.info("engine answered %s, trying the next pick", upstream.status)
+                    upstream.release()
+                    continue
+                headers = _headers(endpoint, tier, request_id)
+                if upstream.status != 200:
+                    text = await upstream.read()
+                    upstream.release()
+                    on_outcome(Outcome(endpoint, upstream.status, None))
+                    failed = normalize_upstream_error(upstream.status, text)
+                    failed.headers.update(headers)
+                    return failed
+                if stream:
+                    released = True  # the stream's own finally releases
+                    return StreamingResponse(
+                        self._relay(upstream, endpoint, tier, started, on_outcome),
+                        media_type="text/event-stream",
+                        headers={**headers, "Cache-Control": "no-cache"},
+                    )
+                data = await upstream.read()
+                on_outcome(Outcome(endpoint, 200, time.perf_counter() - started))
+                return _json_with_tier(data, tier, headers)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                upstream.close()
+                last_error = f"{endpoint.replica_id}: {type(exc).__name__}: {exc}"
+                on_outcome(Outcome(endpoint, 502, None))
+                raise UpstreamError(f"the engine failed mid-response ({last_error})") from None
+            finally:
+                if not released:
+                    self._table.release(endpoint.replica_id)
+        on_outcome(Outcome(None, 503, None))
+        return error_response(
+            503,
+            f"No engine could take the request ({last_error}).",
+            "server_error",
+            code="no_capacity",
+            headers={"Retry-After": "1"},
+        )
+
+    async def _relay(
+        self,
+        upstream: aiohttp.ClientResponse,
+        endpoint: EndpointView,
+        tier: str,
+        started: float,
+        on_outcome: OutcomeHook,
+    ) -> AsyncIterator[bytes]:
+        tier_bytes = json.dumps(tier).encode()
+        first_byte: float | None = None
+        status = 200
+        try:
+            async for line in upstream.content:
+                if first_byte is None:
+                    first_byte = time.perf_counter() - started
+                yield _splice_tier(line, tier_bytes) if line.startswith(b"data: {") else line
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Headers are gone already: end with an SSE error event and no [DONE], so clients
+            # see a failure instead of a silently truncated answer.
+            status = 502
+            error = {
+                "error": {
+                    "message": f"The engine failed mid-stream: {type(exc).__name__}",
+                    "type": "server_error",
+                    "param": None,
+                    "code": "upstream_error",
+                }
+            }
+            yield b"data: " + json.dumps(error).encode() + b"\n\n"
+        finally:
+            # On client disconnect this runs on cancellation: closing the upstream connection
+            # makes the engine abort the request and free its KV cache.
+            upstream.close()
+            self._table.release(endpoint.replica_id)
+            on_outcome(Outcome(endpoint, status, first_byte))
+
+
+def _headers(endpoint: EndpointView, tier: str, request_id: str) -> dict[str, str]:
+    return {
+        "x-gearshift-replica": endpoint.replica_id,
+        "x-gearshift-accelerator": endpoint.accelerator,
+        "x-gearshift-service-tier": tier,
+        "x-request-id": request_id,
+    }
+
+
+def _json_with_tier(data: bytes, tier: str, headers: dict[str, str]) -> Response:
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return normalize_upstream_error(502, data)
+    if isinstance(document, dict):
+        document["service_tier"] = tier
+    return JSONResponse(document, headers=headers)
+
+
+def _splice_tier(line: bytes, tier: bytes) -> bytes:
+    """Set ``service_tier`` in one ``data: {...}`` SSE line without re-parsing the JSON."""
+    if b'"service_tier"' in line:
+        return _TIER_FIELD.sub(b'"service_tier":' + tier, line, count=1)
+    end = line.rstrip().rfind(b"}")
+    if end < 0:
+        return line
+    return line[:end] + b',"service_tier":' + tier + line[end:]

@@ -1,0 +1,123 @@
+"""Run the public endpoint and the admin API in this process's event loop until told to stop.
+
+Both are uvicorn servers on sockets bound here (so a taken port is a clear error, not an exit
+from inside uvicorn); signals are the caller's business, not uvicorn's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from collections.abc import Awaitable, Callable, Generator
+
+import aiohttp
+import uvicorn
+
+from scheduler.config import GearshiftConfig
+from scheduler.errors import ConfigError
+from scheduler.gateway.admin import create_admin_app
+from scheduler.gateway.app import GatewayDeps, create_app
+from scheduler.gateway.endpoints import EndpointTable, FleetStateSource
+from scheduler.gateway.metrics import GatewayMetrics
+from scheduler.gateway.proxy import EngineProxy
+from scheduler.plugins import PluginRegistry
+from scheduler.routing.profiles import build_profiles
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The composition root owns SIGINT/SIGTERM and stops both servers together.
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or ``ConfigError`` naming the address when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def bound_port(sock: socket.socket) -> int:
+    port: int = sock.getsockname()[1]
+    return port
+
+
+async def run_gateway(
+    config: GearshiftConfig,
+    registry: PluginRegistry,
+    source: FleetStateSource,
+    *,
+    public: socket.socket,
+    admin: socket.socket,
+    admin_token: str,
+    stop: asyncio.Event,
+    on_started: Callable[[EndpointTable], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until ``stop`` is set, then close both servers and the engine connections."""
+    profiles = build_profiles(registry, config.routing)
+    gateway = config.gateway
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        table = EndpointTable(source)
+        await table.refresh(session, timeout_s=gateway.load_refresh_s)
+        deps = GatewayDeps(
+            gateway=gateway,
+            classes=config.traffic_classes,
+            profiles=profiles,
+            table=table,
+            proxy=EngineProxy(
+                session,
+                table,
+                connect_timeout_s=gateway.connect_timeout_s,
+                request_timeout_s=gateway.request_timeout_s,
+            ),
+            metrics=GatewayMetrics(),
+            rng=random.Random(),
+        )
+        servers = [
+            _Server(_uvicorn_config(create_app(deps))),
+            _Server(_uvicorn_config(create_admin_app(table, admin_token))),
+        ]
+        refresher = asyncio.create_task(table.run(session, gateway.load_refresh_s))
+        serving = [
+            asyncio.create_task(servers[0].serve(sockets=[public])),
+            asyncio.create_task(servers[1].serve(sockets=[admin])),
+        ]
+        try:
+            while not all(server.started for server in servers):
+                if any(task.done() for task in serving):
+                    break
+                await asyncio.sleep(0.02)
+            if on_started is not None:
+                await on_started(table)
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopper, *serving], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+        finally:
+            for server in servers:
+                server.should_exit = True
+            await asyncio.gather(*serving, return_exceptions=True)
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+
+
+def _uvicorn_config(app: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )

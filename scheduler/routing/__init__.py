@@ -1,0 +1,1 @@
+"""Per-request endpoint selection: the filter → score → pick mechanism and profile wiring."""

@@ -1,0 +1,81 @@
+"""What the control plane publishes: the endpoint table and replica status, as plain values.
+
+The controller produces a ``FleetState`` every reconcile round; gateways read it (never on the
+request path) and the admin API renders it for ``gearshift status``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from scheduler.framework.plugin import Rejection
+from scheduler.framework.routing import EndpointView
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """One replica for operators: where it runs, what it costs, how it is doing."""
+
+    replica_id: str
+    model: str
+    node_id: str
+    accelerator: str
+    tensor_parallel: int
+    engine: str
+    state: str
+    url: str | None
+    price_per_hour: float
+    restarts: int = 0
+    detail: str = ""
+    """Why it is not ready (exit code, last log lines), empty when healthy."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node_id: str
+    group: str
+    accelerator: str
+    accelerator_count: int
+    accelerators_used: int
+    price_per_hour: float
+    ownership: str
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FleetState:
+    """A consistent snapshot published by the controller."""
+
+    version: int
+    endpoints: tuple[EndpointView, ...] = ()
+    replicas: tuple[ReplicaStatus, ...] = ()
+    nodes: tuple[NodeStatus, ...] = ()
+    unplaced: tuple[Rejection, ...] = ()
+    planned_replicas: int = 0
+    models: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def cost_per_hour(self) -> float:
+        return sum(replica.price_per_hour for replica in self.replicas)
+
+    @property
+    def ready(self) -> bool:
+        """Every planned replica is serving."""
+        serving = sum(1 for replica in self.replicas if replica.state == "ready")
+        return self.planned_replicas > 0 and serving >= self.planned_replicas
+
+    def status_document(self) -> dict[str, Any]:
+        """The JSON the admin API serves for ``gearshift status``."""
+        return {
+            "version": self.version,
+            "ready": self.ready,
+            "cost_per_hour": round(self.cost_per_hour, 4),
+            "models": list(self.models),
+            "replicas": [asdict(replica) for replica in self.replicas],
+            "nodes": [asdict(node) for node in self.nodes],
+            "unplaced": [
+                {"model": r.subject, "verdict": r.verdict.value, "reason": r.reason}
+                for r in self.unplaced
+            ],
+        }
