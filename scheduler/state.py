@@ -29,6 +29,11 @@ class ReplicaStatus:
     restarts: int = 0
     detail: str = ""
     """Why it is not ready (exit code, last log lines), empty when healthy."""
+    placed_on: str = ""
+    """The node Ray actually put the replica actor on (should equal ``node_id``)."""
+    pid: int = 0
+    """Process id of the replica actor (on its node)."""
+    engine_pid: int = 0
 
 
 @dataclass(frozen=True, slots=True)

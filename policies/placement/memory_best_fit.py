@@ -1,9 +1,11 @@
 """``memory-best-fit-solver``: keep what runs, then place each missing replica on the node
 whose accelerators it fills most tightly (best-fit decreasing by memory).
 
-With ``spread_accelerator_types`` a model's replicas first go to accelerator types it does not
-use yet, so every traffic class finds a fitting tier (fast cards for interactive, cheap ones
-for batch); ties go to the smaller tensor-parallel degree, then the cheaper node.
+CPU nodes are the fallback tier: a replica goes to one only when no accelerator it fits on is
+free (memory alone would happily put an 8B model on a 64 GiB CPU box). With
+``spread_accelerator_types`` a model's replicas first go to accelerator types it does not use
+yet, so every traffic class finds a fitting tier (fast cards for interactive, cheap ones for
+batch); ties go to the smaller tensor-parallel degree, then the cheaper node.
 """
 
 from __future__ import annotations
@@ -116,13 +118,14 @@ class MemoryBestFitSolver:
                 + (f" ({'; '.join(reasons[:4])})" if reasons else ""),
             )
         used_types = {a.accelerator for a in placed if a.model == demand.model}
-        best: tuple[tuple[bool, float, int, float, str], NodeView, ReplicaShape] | None = None
+        best: tuple[tuple[bool, bool, float, int, float, str], NodeView, ReplicaShape] | None = None
         for shape in fitting:
             for node in nodes.values():
                 if node.group != shape.group or free[node.node_id] < shape.tensor_parallel:
                     continue
                 leftover = node.accelerator_memory_gib - shape.memory_per_device_gib
                 key = (
+                    shape.on_cpu,
                     self.params.spread_accelerator_types and node.accelerator in used_types,
                     leftover,
                     shape.tensor_parallel,

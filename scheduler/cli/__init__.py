@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import typer
 
-from scheduler.cli import catalog_cmd, config_cmd, perf_cmd, serve_cmd, status_cmd
+from scheduler.cli.catalog_cmd import catalog
+from scheduler.cli.config_cmd import app as config_app
+from scheduler.cli.perf_cmd import perf
+from scheduler.cli.serve_cmd import serve
+from scheduler.cli.status_cmd import status
 
 app = typer.Typer(
     name="gearshift",
@@ -17,11 +21,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.add_typer(config_cmd.app, name="config")
-app.command("catalog")(catalog_cmd.catalog)
-app.command("perf")(perf_cmd.perf)
-app.command("serve")(serve_cmd.serve)
-app.command("status")(status_cmd.status)
+app.add_typer(config_app, name="config")
+app.command("catalog")(catalog)
+app.command("perf")(perf)
+app.command("serve")(serve)
+app.command("status")(status)
 
 
 def main() -> None:

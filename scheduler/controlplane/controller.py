@@ -54,6 +54,9 @@ class _Replica:
     state: ReplicaState = ReplicaState.STARTING
     url: str | None = None
     detail: str = ""
+    placed_on: str = ""
+    pid: int = 0
+    engine_pid: int = 0
 
 
 @dataclass(slots=True)
@@ -134,6 +137,11 @@ class Controller:
             else:
                 health_state, detail = health.state, health.detail
                 replica.url = health.url or replica.url
+                replica.placed_on, replica.pid = health.placed_on, health.pid
+                replica.engine_pid = health.engine_pid
+                if health.placed_on and health.placed_on != replica.assignment.node_id:
+                    health_state = ReplicaState.FAILED
+                    detail = f"Ray placed it on {health.placed_on}, not {replica.assignment.node_id}"
             if health_state is ReplicaState.FAILED:
                 await self._fail(replica_id, detail)
                 continue
@@ -231,6 +239,9 @@ class Controller:
                     price_per_hour=r.assignment.price_per_hour,
                     restarts=self.restarts[r.assignment.replica_id],
                     detail=r.detail,
+                    placed_on=r.placed_on,
+                    pid=r.pid,
+                    engine_pid=r.engine_pid,
                 )
                 for r in replicas
             ),

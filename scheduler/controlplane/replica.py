@@ -22,7 +22,7 @@ from pathlib import Path
 import ray
 
 from nodes.engines.launch import EngineSpec, engine_command
-from scheduler.types import ReplicaState
+from scheduler.types import LABEL_NODE_ID, ReplicaState
 
 _LOG_TAIL_BYTES = 2048
 _PR_SET_PDEATHSIG = 1
@@ -34,6 +34,11 @@ class ReplicaHealth:
     state: ReplicaState
     url: str
     detail: str = ""
+    placed_on: str = ""
+    """Gearshift node id of the Ray node the actor actually runs on."""
+    pid: int = 0
+    """The replica actor's process id."""
+    engine_pid: int = 0
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -53,6 +58,8 @@ class ReplicaActor:
 
     def __init__(self, replica_id: str, spec: EngineSpec) -> None:
         self.replica_id = replica_id
+        labels = ray.get_runtime_context().get_node_labels()
+        self.placed_on = labels.get(LABEL_NODE_ID, "")
         host = ray.util.get_node_ip_address()
         port = _free_port(host)
         self.url = f"http://{host}:{port}"
@@ -73,28 +80,28 @@ class ReplicaActor:
 
     def health(self) -> ReplicaHealth:
         """READY once the engine answers /health; FAILED (with a log tail) once it exited."""
+        state, detail = self._probe()
+        return ReplicaHealth(
+            state, self.url, detail, self.placed_on, os.getpid(), self._process.pid
+        )
+
+    def _probe(self) -> tuple[ReplicaState, str]:
         code = self._process.poll()
         if code is not None:
-            return ReplicaHealth(
-                ReplicaState.FAILED, self.url, f"engine exited with {code}: {self._tail()}"
-            )
+            return ReplicaState.FAILED, f"engine exited with {code}: {self._tail()}"
         try:
             with urllib.request.urlopen(f"{self.url}/health", timeout=1.0) as response:
                 self._ready = response.status == 200
         except (urllib.error.URLError, OSError):
             if not self._ready:
-                return ReplicaHealth(ReplicaState.STARTING, self.url)
+                return ReplicaState.STARTING, ""
             # A loaded machine can miss one probe; three in a row means the engine is stuck.
             self._misses += 1
             if self._misses >= _MISSES_BEFORE_FAILED:
-                return ReplicaHealth(ReplicaState.FAILED, self.url, "engine stopped answering")
-            return ReplicaHealth(ReplicaState.READY, self.url)
+                return ReplicaState.FAILED, "engine stopped answering /health"
+            return ReplicaState.READY, ""
         self._misses = 0
-        state = ReplicaState.READY if self._ready else ReplicaState.STARTING
-        return ReplicaHealth(state, self.url)
-
-    def pid(self) -> int:
-        return self._process.pid
+        return (ReplicaState.READY if self._ready else ReplicaState.STARTING), ""
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM the engine, wait up to ``timeout_s``, then SIGKILL. Returns the exit code."""

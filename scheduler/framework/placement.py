@@ -49,6 +49,8 @@ class ReplicaShape:
     """Why it does not fit (empty when it fits)."""
     decode_tokens_per_s: float = 0.0
     """Single-stream decode speed, for tie-breaks and reports."""
+    on_cpu: bool = False
+    """The node group has no accelerators: the engine runs on host CPUs."""
 
 
 @dataclass(frozen=True, slots=True)

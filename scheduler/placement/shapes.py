@@ -107,6 +107,7 @@ def replica_shapes(
                 decode_tokens_per_s=perf.decode_tokens_per_second(1, REFERENCE_CONTEXT_TOKENS)
                 if perf.fits
                 else 0.0,
+                on_cpu=group.is_cpu,
             )
         )
     return shapes
