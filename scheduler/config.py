@@ -353,9 +353,7 @@ class PlacementConfig(_Section):
         default_factory=lambda: PluginSpec(name="solver", type="memory-best-fit-solver"),
         description="The placement solver plugin.",
     )
-    interval_s: float = Field(
-        2.0, gt=0, le=3600, description="Seconds between reconcile rounds."
-    )
+    interval_s: float = Field(2.0, gt=0, le=3600, description="Seconds between reconcile rounds.")
     gpu_memory_utilization: float = Field(
         0.9, gt=0.1, le=0.99, description="Fraction of accelerator memory an engine may use."
     )
@@ -386,9 +384,7 @@ class GatewayConfig(_Section):
     max_tokens_cap: int = Field(
         32_768, ge=1, description="Largest max_tokens a request may ask for."
     )
-    request_timeout_s: float = Field(
-        600.0, gt=0, description="Upper bound on one proxied request."
-    )
+    request_timeout_s: float = Field(600.0, gt=0, description="Upper bound on one proxied request.")
     connect_timeout_s: float = Field(
         2.0, gt=0, description="Time to connect to an engine before trying the next."
     )
@@ -476,4 +472,3 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 def config_schema() -> dict[str, Any]:
     """JSON schema of the config file."""
     return GearshiftConfig.model_json_schema()
-

@@ -58,9 +58,7 @@ def declare_group(group: NodeGroup) -> list[NodeDeclaration]:
             LABEL_ROLE: ROLE_WORKER,
         }
         if spec.ray_type is None:
-            declarations.append(
-                NodeDeclaration(node_id, 1, 0, {CPU_SLOT_RESOURCE: 1.0}, labels)
-            )
+            declarations.append(NodeDeclaration(node_id, 1, 0, {CPU_SLOT_RESOURCE: 1.0}, labels))
             continue
         resources = {f"accelerator_type:{spec.ray_type}": 1.0}
         labels["ray.io/accelerator-type"] = spec.ray_type
@@ -74,9 +72,9 @@ def declare_fleet(config: GearshiftConfig) -> list[NodeDeclaration]:
     return [decl for group in config.fleet.node_groups for decl in declare_group(group)]
 
 
-def node_view(labels: Mapping[str, str], resources: Mapping[str, float], alive: bool) -> (
-    NodeView | None
-):
+def node_view(
+    labels: Mapping[str, str], resources: Mapping[str, float], alive: bool
+) -> NodeView | None:
     """A ``NodeView`` for a Ray node carrying Gearshift labels; None for the head and for
     nodes Gearshift did not declare."""
     if labels.get(LABEL_ROLE) != ROLE_WORKER or LABEL_NODE_ID not in labels:

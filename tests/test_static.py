@@ -25,8 +25,17 @@ def test_import_contracts_are_kept() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
-    result = _run(str(BIN / "mypy"), "--cache-dir", "/dev/null", "-p", "scheduler", "-p", "nodes",
-                  "-p", "policies")
+    result = _run(
+        str(BIN / "mypy"),
+        "--cache-dir",
+        "/dev/null",
+        "-p",
+        "scheduler",
+        "-p",
+        "nodes",
+        "-p",
+        "policies",
+    )
     assert result.returncode == 0, result.stdout[-6000:]
 
 

@@ -6,7 +6,6 @@ on the node Ray placed it on; this module is the only place that knows each engi
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 from nodes.models import Dtype, ModelArchitecture
@@ -48,6 +47,7 @@ def engine_command(spec: EngineSpec, host: str, port: int, parent_pid: int) -> E
 
 
 def _sim_command(spec: EngineSpec, host: str, port: int, parent_pid: int) -> EngineCommand:
+    from nodes.engines.sim.cli import engine_command as sim_argv
     from nodes.engines.sim.spec import SimEngineSpec
 
     sim = SimEngineSpec(
@@ -64,17 +64,4 @@ def _sim_command(spec: EngineSpec, host: str, port: int, parent_pid: int) -> Eng
         max_model_len=spec.max_model_len,
         time_scale=spec.time_scale,
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "nodes.engines.sim",
-        "--spec-json",
-        sim.model_dump_json(),
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--parent-pid",
-        str(parent_pid),
-    ]
-    return EngineCommand(argv)
+    return EngineCommand(sim_argv(sim, host=host, port=port, parent_pid=parent_pid))

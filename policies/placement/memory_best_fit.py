@@ -109,8 +109,9 @@ class MemoryBestFitSolver:
     ) -> tuple[NodeView, ReplicaShape] | Rejection:
         fitting = [shape for shape in demand.shapes if shape.fits]
         if not fitting:
-            reasons = sorted({f"{s.accelerator} TP{s.tensor_parallel}: {s.reason}"
-                              for s in demand.shapes})
+            reasons = sorted(
+                {f"{s.accelerator} TP{s.tensor_parallel}: {s.reason}" for s in demand.shapes}
+            )
             return Rejection(
                 demand.model,
                 Verdict.UNRESOLVABLE,

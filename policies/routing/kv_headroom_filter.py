@@ -14,8 +14,10 @@ from scheduler.framework.routing import Cycle, EndpointView, Filter, FilterResul
 
 class KvHeadroomParams(PluginParams):
     max_kv_usage: float = Field(
-        0.95, gt=0, le=1, description="KV-cache usage at or above which a replica with a "
-        "waiting queue is skipped."
+        0.95,
+        gt=0,
+        le=1,
+        description="KV-cache usage at or above which a replica with a waiting queue is skipped.",
     )
 
 

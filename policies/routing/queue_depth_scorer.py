@@ -26,8 +26,7 @@ class QueueDepthScorer:
         self, request: RouteRequest, candidates: Sequence[EndpointView], cycle: Cycle
     ) -> Mapping[str, float]:
         return {
-            e.replica_id: 1.0 - e.outstanding / (e.perf.max_num_seqs + e.queued)
-            for e in candidates
+            e.replica_id: 1.0 - e.outstanding / (e.perf.max_num_seqs + e.queued) for e in candidates
         }
 
 

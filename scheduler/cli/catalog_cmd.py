@@ -100,27 +100,63 @@ def _tables(rows: list[dict[str, Any]]) -> list[Table]:
     models = [row for row in rows if row["type"] == "model"]
     tables = []
     if accelerators:
-        tables.append(make_table(
-            "Accelerators",
-            ["name", "memory GiB", "bandwidth GB/s", "bf16 TFLOP/s", "$/h default",
-             "price source", "ray type", "calibrated"],
-            [
-                [a["name"], a["memory_gib"], a["memory_bandwidth_gbps"], a["bf16_tflops"],
-                 a["price_per_hour"], a["price_source"], a["ray_type"],
-                 "yes" if a["calibrated"] else "no"]
-                for a in accelerators
-            ],
-        ))
+        tables.append(
+            make_table(
+                "Accelerators",
+                [
+                    "name",
+                    "memory GiB",
+                    "bandwidth GB/s",
+                    "bf16 TFLOP/s",
+                    "$/h default",
+                    "price source",
+                    "ray type",
+                    "calibrated",
+                ],
+                [
+                    [
+                        a["name"],
+                        a["memory_gib"],
+                        a["memory_bandwidth_gbps"],
+                        a["bf16_tflops"],
+                        a["price_per_hour"],
+                        a["price_source"],
+                        a["ray_type"],
+                        "yes" if a["calibrated"] else "no",
+                    ]
+                    for a in accelerators
+                ],
+            )
+        )
     if models:
-        tables.append(make_table(
-            "Models",
-            ["name", "params B", "layers", "kv heads", "head dim", "max context",
-             "bf16 weights GiB", "KV KiB/token", "hf id"],
-            [
-                [m["name"], m["params_billions"], m["num_layers"], m["num_kv_heads"],
-                 m["head_dim"], m["max_context"], m["bf16_weights_gib"], m["kv_kib_per_token"],
-                 m["hf_id"]]
-                for m in models
-            ],
-        ))
+        tables.append(
+            make_table(
+                "Models",
+                [
+                    "name",
+                    "params B",
+                    "layers",
+                    "kv heads",
+                    "head dim",
+                    "max context",
+                    "bf16 weights GiB",
+                    "KV KiB/token",
+                    "hf id",
+                ],
+                [
+                    [
+                        m["name"],
+                        m["params_billions"],
+                        m["num_layers"],
+                        m["num_kv_heads"],
+                        m["head_dim"],
+                        m["max_context"],
+                        m["bf16_weights_gib"],
+                        m["kv_kib_per_token"],
+                        m["hf_id"],
+                    ]
+                    for m in models
+                ],
+            )
+        )
     return tables

@@ -160,39 +160,54 @@ def _summary_tables(summary: dict[str, Any]) -> list[Table]:
     headline = make_table(
         f"{escape(summary['file'])}: valid",
         ["node groups", "nodes", "accelerators", "models", "replicas", "fleet $/h"],
-        [[
-            totals["node_groups"],
-            totals["nodes"],
-            totals["accelerators"],
-            totals["models"],
-            totals["replicas"],
-            totals["fleet_price_per_hour"],
-        ]],
+        [
+            [
+                totals["node_groups"],
+                totals["nodes"],
+                totals["accelerators"],
+                totals["models"],
+                totals["replicas"],
+                totals["fleet_price_per_hour"],
+            ]
+        ],
     )
     tables = [headline]
     if summary["node_groups"]:
-        tables.append(make_table(
-            "node groups",
-            ["group", "accelerator", "per node", "nodes", "ownership", "$/node-h", "$/h"],
-            [
+        tables.append(
+            make_table(
+                "node groups",
+                ["group", "accelerator", "per node", "nodes", "ownership", "$/node-h", "$/h"],
                 [
-                    g["name"], g["accelerator"], g["accelerators_per_node"], g["nodes"],
-                    g["ownership"], g["price_per_node_hour"], g["price_per_hour"],
-                ]
-                for g in summary["node_groups"]
-            ],
-        ))
+                    [
+                        g["name"],
+                        g["accelerator"],
+                        g["accelerators_per_node"],
+                        g["nodes"],
+                        g["ownership"],
+                        g["price_per_node_hour"],
+                        g["price_per_hour"],
+                    ]
+                    for g in summary["node_groups"]
+                ],
+            )
+        )
     if summary["models"]:
-        tables.append(make_table(
-            "models",
-            ["model", "architecture", "dtype", "engine", "replicas", "accelerators", "TP"],
-            [
+        tables.append(
+            make_table(
+                "models",
+                ["model", "architecture", "dtype", "engine", "replicas", "accelerators", "TP"],
                 [
-                    m["name"], escape(m["source"]), m["dtype"], m["engine"], m["replicas"],
-                    ", ".join(m["accelerators"]) or "any that fits",
-                    m["tensor_parallel"] if m["tensor_parallel"] is not None else "auto",
-                ]
-                for m in summary["models"]
-            ],
-        ))
+                    [
+                        m["name"],
+                        escape(m["source"]),
+                        m["dtype"],
+                        m["engine"],
+                        m["replicas"],
+                        ", ".join(m["accelerators"]) or "any that fits",
+                        m["tensor_parallel"] if m["tensor_parallel"] is not None else "auto",
+                    ]
+                    for m in summary["models"]
+                ],
+            )
+        )
     return tables

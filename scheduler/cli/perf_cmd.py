@@ -48,25 +48,34 @@ def perf(
     ] = 1024,
     dtype: Annotated[
         Dtype | None,
-        typer.Option("--dtype", help="Weight dtype; defaults to the model's (float16 on cards "
-                     "without bf16)."),
+        typer.Option(
+            "--dtype", help="Weight dtype; defaults to the model's (float16 on cards without bf16)."
+        ),
     ] = None,
     gpu_memory_utilization: Annotated[
         float,
         typer.Option(
-            "--gpu-memory-utilization", min=0.05, max=1.0,
+            "--gpu-memory-utilization",
+            min=0.05,
+            max=1.0,
             help="Fraction of each device's memory the engine may use.",
         ),
     ] = 0.9,
     hf_config: Annotated[
         Path | None,
-        typer.Option("--hf-config", help="Hugging Face config.json (or its folder) to read the "
-                     "architecture from, instead of --model."),
+        typer.Option(
+            "--hf-config",
+            help="Hugging Face config.json (or its folder) to read the "
+            "architecture from, instead of --model.",
+        ),
     ] = None,
     calibration: Annotated[
         bool,
-        typer.Option("--calibration", help="Print published measurements against the model's "
-                     "predictions instead; other options are ignored."),
+        typer.Option(
+            "--calibration",
+            help="Print published measurements against the model's "
+            "predictions instead; other options are ignored.",
+        ),
     ] = False,
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help=OUTPUT_OPTION_HELP)
@@ -109,8 +118,9 @@ def perf(
         replica = replica_performance(architecture, chosen, spec, tp, gpu_memory_utilization)
     except ValueError as exc:
         fail(f"{label} on {spec.name}: {exc}", code=2)
-    report = perf_report(replica, label=label, hf_id=hf_id, batch=batch, context=context,
-                         prompt=prompt)
+    report = perf_report(
+        replica, label=label, hf_id=hf_id, batch=batch, context=context, prompt=prompt
+    )
     report["notes"] = notes + report["notes"]
     emit(report, output, lambda: _perf_table(report))
 
@@ -206,7 +216,10 @@ def _smallest_fitting_tp(replica: ReplicaPerformance) -> int | None:
         if degree <= replica.tensor_parallel or heads % degree:
             continue
         candidate = replica_performance(
-            replica.architecture, replica.dtype, replica.accelerator, degree,
+            replica.architecture,
+            replica.dtype,
+            replica.accelerator,
+            degree,
             replica.gpu_memory_utilization,
         )
         if candidate.fits:
@@ -245,13 +258,14 @@ def _perf_table(report: dict[str, Any]) -> Table:
     rows: list[list[Any]] = [
         ["fits", fits],
         [f"prefill of {report['prompt_tokens']} tokens (ms)", report["prefill_ms"]],
-        [f"decode step, batch {report['batch']} x {report['context_tokens']} ctx (ms)",
-         report["decode_step_ms"]],
+        [
+            f"decode step, batch {report['batch']} x {report['context_tokens']} ctx (ms)",
+            report["decode_step_ms"],
+        ],
         ["tokens/s per sequence", report["tokens_per_s_per_sequence"]],
         ["tokens/s total", report["tokens_per_s_total"]],
         ["KV capacity (tokens)", report["kv_capacity_tokens"]],
-        [f"KV capacity (sequences of {report['context_tokens']})",
-         report["kv_capacity_sequences"]],
+        [f"KV capacity (sequences of {report['context_tokens']})", report["kv_capacity_sequences"]],
         ["weights per device (GiB)", report["weights_gib_per_device"]],
         ["runtime reserve per device (GiB)", report["reserve_gib_per_device"]],
         ["usable memory per device (GiB)", report["usable_gib_per_device"]],
@@ -279,15 +293,34 @@ def _calibration_table(rows: list[dict[str, Any]]) -> Table:
         if row["cpu_cores"] is not None:
             accelerator_label += f" ({row['cpu_cores']} vCPU)"
         verdict = "outlier" if row["outlier"] else ("yes" if row["within_tolerance"] else "NO")
-        body.append([
-            row["model"], accelerator_label, row["engine"], row["batch_size"],
-            row["context_tokens"], metric, row["published"] * scale, row["predicted"] * scale,
-            row["ratio"], verdict,
-        ])
+        body.append(
+            [
+                row["model"],
+                accelerator_label,
+                row["engine"],
+                row["batch_size"],
+                row["context_tokens"],
+                metric,
+                row["published"] * scale,
+                row["predicted"] * scale,
+                row["ratio"],
+                verdict,
+            ]
+        )
     table = make_table(
         "Performance model vs published measurements",
-        ["model", "accelerator", "engine", "batch", "context", "metric", "published",
-         "predicted", "ratio", "within tolerance"],
+        [
+            "model",
+            "accelerator",
+            "engine",
+            "batch",
+            "context",
+            "metric",
+            "published",
+            "predicted",
+            "ratio",
+            "within tolerance",
+        ],
         body,
     )
     tolerances = sorted({f"{row['tolerance']:.0%}" for row in rows})

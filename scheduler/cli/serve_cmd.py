@@ -76,8 +76,19 @@ def serve(
         with console_err.status(f"Starting a Ray cluster of {nodes} nodes on 127.0.0.1 ..."):
             runtime.start()
         asyncio.run(
-            _serve(cfg, registry, runtime, public_socket, admin_socket, token, ready_timeout,
-                   started, public_url, admin_url, session)
+            _serve(
+                cfg,
+                registry,
+                runtime,
+                public_socket,
+                admin_socket,
+                token,
+                ready_timeout,
+                started,
+                public_url,
+                admin_url,
+                session,
+            )
         )
     except KeyboardInterrupt:
         pass
@@ -161,8 +172,15 @@ def _print_summary(
     cfg: GearshiftConfig, state: FleetState, elapsed: float, public_url: str, admin_url: str
 ) -> None:
     rows = [
-        (r.replica_id, r.model, r.accelerator, r.node_id, r.tensor_parallel, r.price_per_hour,
-         r.state)
+        (
+            r.replica_id,
+            r.model,
+            r.accelerator,
+            r.node_id,
+            r.tensor_parallel,
+            r.price_per_hour,
+            r.state,
+        )
         for r in state.replicas
     ]
     console_out.print(
@@ -180,8 +198,8 @@ def _print_summary(
     console_out.print("Try:")
     console_out.print(
         f"  curl {public_url}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
-        f"    -d '{{\"model\": \"{model}\", \"service_tier\": \"priority\", "
-        f"\"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}' -i",
+        f'    -d \'{{"model": "{model}", "service_tier": "priority", '
+        f'"messages": [{{"role": "user", "content": "Hello!"}}]}}\' -i',
         soft_wrap=True,
         markup=False,
     )

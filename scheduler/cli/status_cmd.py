@@ -1,4 +1,4 @@
-"""``gearshift status``: replicas per model × accelerator with $/h and health, from the admin API."""
+"""``gearshift status``: replicas per model × accelerator, with $/h and health (admin API)."""
 
 from __future__ import annotations
 

@@ -51,7 +51,9 @@ class RayActuator:
         except (TimeoutError, GetTimeoutError):
             return None
         except RayError as exc:
-            return ReplicaHealth(ReplicaState.FAILED, "", f"replica actor error: {_first_line(exc)}")
+            return ReplicaHealth(
+                ReplicaState.FAILED, "", f"replica actor error: {_first_line(exc)}"
+            )
 
     async def stop(self, handle: Any, timeout_s: float) -> None:
         """Stop the engine gracefully, then the actor. Never raises: a dead actor is stopped."""

@@ -141,7 +141,9 @@ class Controller:
                 replica.engine_pid = health.engine_pid
                 if health.placed_on and health.placed_on != replica.assignment.node_id:
                     health_state = ReplicaState.FAILED
-                    detail = f"Ray placed it on {health.placed_on}, not {replica.assignment.node_id}"
+                    detail = (
+                        f"Ray placed it on {health.placed_on}, not {replica.assignment.node_id}"
+                    )
             if health_state is ReplicaState.FAILED:
                 await self._fail(replica_id, detail)
                 continue
@@ -276,7 +278,9 @@ class ControllerActor:
     def __init__(self, config_json: str) -> None:
         config = GearshiftConfig.model_validate_json(config_json)
         registry = PluginRegistry.from_entry_points()
-        self._controller = Controller(config, registry.build(config.placement.solver, PlacementSolver))
+        self._controller = Controller(
+            config, registry.build(config.placement.solver, PlacementSolver)
+        )
 
     async def start(self) -> None:
         await self._controller.start()

@@ -59,7 +59,7 @@ class ReplicaActor:
     def __init__(self, replica_id: str, spec: EngineSpec) -> None:
         self.replica_id = replica_id
         labels = ray.get_runtime_context().get_node_labels()
-        self.placed_on = labels.get(LABEL_NODE_ID, "")
+        self.placed_on = str(labels.get(LABEL_NODE_ID, ""))
         host = ray.util.get_node_ip_address()
         port = _free_port(host)
         self.url = f"http://{host}:{port}"

@@ -8,6 +8,7 @@ process, in that order. Used by ``gearshift serve`` and the integration tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import ray
@@ -67,9 +68,8 @@ class LocalRuntime:
     def stop(self) -> None:
         """Stop replicas gracefully, then the cluster. Safe to call twice."""
         if self.controller is not None and ray.is_initialized():
-            try:
+            # On failure the cluster shutdown below kills whatever is left.
+            with contextlib.suppress(RayError):
                 ray.get(self.controller.shutdown.remote(), timeout=_SHUTDOWN_TIMEOUT_S)
-            except RayError:
-                pass  # the cluster shutdown below kills whatever is left
             self.controller = None
         self.cluster.stop()

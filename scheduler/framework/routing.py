@@ -76,11 +76,17 @@ class EndpointView:
         return max(self.load.waiting, self.outstanding - self.perf.max_num_seqs)
 
     def predicted_ttft_s(self, prompt_tokens: int) -> float:
-        """Time to first token if sent now: finish the decode step in flight, then the
-        prefills queued ahead (assumed the size of this one), then this prefill."""
+        """Time to first token if sent now, under continuous batching.
+
+        The request waits for the step in flight (half of one, on average), then for the
+        prefills queued ahead of it (assumed the size of this one), then its own prefill step,
+        which reads every weight at least once: never shorter than a decode step of the batch
+        it joins, however short the prompt.
+        """
         running = min(self.outstanding, self.perf.max_num_seqs)
-        step = self.perf.decode_step_s(running) if running else 0.0
-        return step + (self.queued + 1) * self.perf.prefill_s(prompt_tokens)
+        in_flight = 0.5 * self.perf.decode_step_s(running) if running else 0.0
+        own = max(self.perf.prefill_s(prompt_tokens), self.perf.decode_step_s(running + 1))
+        return in_flight + self.queued * self.perf.prefill_s(prompt_tokens) + own
 
     def cost_per_token(self, batch: int) -> float:
         """Dollars per generated token when decoding ``batch`` sequences at once."""

@@ -28,7 +28,10 @@ def create_admin_app(table: EndpointTable, token: str) -> Starlette:
     async def status(request: Request) -> Response:
         if not authorized(request):
             return error_response(
-                401, "Missing or wrong admin token.", "invalid_request_error", code="invalid_api_key"
+                401,
+                "Missing or wrong admin token.",
+                "invalid_request_error",
+                code="invalid_api_key",
             )
         document = table.state.status_document()
         for replica in document["replicas"]:

@@ -169,14 +169,20 @@ def create_app(deps: GatewayDeps) -> Starlette:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if exc.status_code == 405:
-            return error_response(405, f"Method {request.method} is not allowed on {request.url.path}.")
-        return error_response(exc.status_code, f"Unknown path {request.url.path}.",
-                              code="not_found" if exc.status_code == 404 else None)
+            return error_response(
+                405, f"Method {request.method} is not allowed on {request.url.path}."
+            )
+        return error_response(
+            exc.status_code,
+            f"Unknown path {request.url.path}.",
+            code="not_found" if exc.status_code == 404 else None,
+        )
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-        return error_response(500, "The server had an error processing your request.",
-                              "server_error")
+        return error_response(
+            500, "The server had an error processing your request.", "server_error"
+        )
 
     return Starlette(
         routes=[

@@ -46,6 +46,9 @@ class EndpointTable:
         self.state = FleetState(version=-1)
         self._loads: dict[str, EngineLoad] = {}
         self._in_flight: Counter[str] = Counter()
+        self._completed: Counter[str] = Counter()
+        """Requests this gateway finished per replica, ever; scrapes lag behind them."""
+        self._completed_at_scrape: dict[str, int] = {}
 
     def models(self) -> tuple[str, ...]:
         return self.state.models
@@ -53,27 +56,29 @@ class EndpointTable:
     def candidates(self, model: str) -> list[EndpointView]:
         """The model's endpoints with their latest load and in-flight count."""
         return [
-            replace(
-                endpoint,
-                load=replace(
-                    self._loads.get(endpoint.replica_id, EngineLoad()),
-                    in_flight=self._in_flight[endpoint.replica_id],
-                ),
-            )
+            replace(endpoint, load=self.load(endpoint.replica_id))
             for endpoint in self.state.endpoints
             if endpoint.model == model
         ]
 
     def load(self, replica_id: str) -> EngineLoad:
+        """The last scrape, less the requests this gateway finished since it was taken (a
+        scrape is up to ``load_refresh_s`` old), plus the gateway's exact in-flight count."""
+        scraped = self._loads.get(replica_id, EngineLoad())
+        done = self._completed[replica_id] - self._completed_at_scrape.get(replica_id, 0)
+        running = max(0, scraped.running - done)
+        waiting = max(0, scraped.waiting - max(0, done - scraped.running))
         return replace(
-            self._loads.get(replica_id, EngineLoad()), in_flight=self._in_flight[replica_id]
+            scraped, running=running, waiting=waiting, in_flight=self._in_flight[replica_id]
         )
 
     def acquire(self, replica_id: str) -> None:
         self._in_flight[replica_id] += 1
 
-    def release(self, replica_id: str) -> None:
+    def release(self, replica_id: str, *, reached_engine: bool = True) -> None:
         self._in_flight[replica_id] -= 1
+        if reached_engine:
+            self._completed[replica_id] += 1
         if self._in_flight[replica_id] <= 0:
             del self._in_flight[replica_id]
 
@@ -82,10 +87,14 @@ class EndpointTable:
         try:
             self.state = await self._source.fetch()
         except Exception as exc:  # keep serving on the last known table; log and retry next round
-            log.warning("fleet state refresh failed, keeping version %s: %s", self.state.version, exc)
+            log.warning(
+                "fleet state refresh failed, keeping version %s: %s", self.state.version, exc
+            )
         endpoints = self.state.endpoints
+        completed = {e.replica_id: self._completed[e.replica_id] for e in endpoints}
         loads = await asyncio.gather(*(self._scrape(session, e, timeout_s) for e in endpoints))
         self._loads = {e.replica_id: load for e, load in zip(endpoints, loads, strict=True)}
+        self._completed_at_scrape = completed
 
     async def run(self, session: aiohttp.ClientSession, interval_s: float) -> None:
         """Refresh forever, every ``interval_s`` seconds."""

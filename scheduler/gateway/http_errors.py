@@ -66,7 +66,9 @@ def domain_error_response(exc: GearshiftError) -> JSONResponse:
         return error_response(status, exc.message, "invalid_request_error", exc.param, exc.code)
     if isinstance(exc, UpstreamError):
         return error_response(status, str(exc), "server_error", None, "upstream_error")
-    return error_response(status, "The server had an error processing your request.", "server_error")
+    return error_response(
+        status, "The server had an error processing your request.", "server_error"
+    )
 
 
 def normalize_upstream_error(status: int, body: bytes) -> JSONResponse:
@@ -78,7 +80,9 @@ def normalize_upstream_error(status: int, body: bytes) -> JSONResponse:
     if 400 <= status < 500:
         type_ = "invalid_request_error"
         return error_response(status, message, type_, param, _code_for(status))
-    return error_response(502, f"The engine failed: {message}", "server_error", None, "upstream_error")
+    return error_response(
+        502, f"The engine failed: {message}", "server_error", None, "upstream_error"
+    )
 
 
 def _upstream_message(body: bytes) -> tuple[str, str | None]:

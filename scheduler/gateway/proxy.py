@@ -82,7 +82,7 @@ class EngineProxy:
                     timeout=self._timeout,
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                self._table.release(endpoint.replica_id)
+                self._table.release(endpoint.replica_id, reached_engine=False)
                 last_error = f"{endpoint.replica_id}: {type(exc).__name__}: {exc}"
                 log.info("engine unreachable, trying the next pick: %s", last_error)
                 continue

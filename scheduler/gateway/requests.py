@@ -46,7 +46,11 @@ def _fail(param: str, message: str) -> InvalidRequest:
 
 def _number(low: float, high: float) -> Check:
     def check(param: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise _fail(param, f"`{param}` must be a number")
         if not low <= value <= high:
             raise _fail(param, f"`{param}` must be between {low:g} and {high:g}, got {value}")
@@ -156,9 +160,7 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text.encode("utf-8")) // 4)
 
 
-def parse_request(
-    endpoint: Endpoint, raw: bytes, *, max_tokens_cap: int
-) -> ParsedRequest:
+def parse_request(endpoint: Endpoint, raw: bytes, *, max_tokens_cap: int) -> ParsedRequest:
     """Validate ``raw`` for ``endpoint``; ``InvalidRequest`` names the first bad field."""
     try:
         body = json.loads(raw)
@@ -174,7 +176,9 @@ def parse_request(
         check = fields.get(key)
         if check is None:
             raise InvalidRequest(
-                f"Unrecognized request argument supplied: {key}", param=key, code="unknown_parameter"
+                f"Unrecognized request argument supplied: {key}",
+                param=key,
+                code="unknown_parameter",
             )
         if value is not None:
             check(key, value)
@@ -254,8 +258,10 @@ def _completion_prompt_tokens(prompt: Any) -> int:
         return estimate_tokens(prompt)
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         return estimate_tokens(prompt[0])
-    if isinstance(prompt, list) and prompt and all(
-        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
     ):
         return len(prompt)
     raise _fail(

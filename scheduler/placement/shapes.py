@@ -54,14 +54,10 @@ def tp_candidates(model: ModelConfig, group: NodeGroup) -> list[int]:
     if model.tensor_parallel is not None:
         return [model.tensor_parallel]
     heads = model.resolved_architecture.num_attention_heads
-    return [
-        tp for tp in _TP_DEGREES if tp <= group.accelerators_per_node and heads % tp == 0
-    ]
+    return [tp for tp in _TP_DEGREES if tp <= group.accelerators_per_node and heads % tp == 0]
 
 
-def replica_shapes(
-    model: ModelConfig, group: NodeGroup, utilization: float
-) -> list[ReplicaShape]:
+def replica_shapes(model: ModelConfig, group: NodeGroup, utilization: float) -> list[ReplicaShape]:
     """Every (TP) shape of ``model`` on ``group``'s hardware, fitting or not (with reasons)."""
     spec = group_accelerator(group)
     if model.accelerators and spec.name not in model.accelerators:

@@ -74,7 +74,9 @@ def start_serve(tmp: Path, config: Path | None = None, timeout_s: float = 180) -
     deadline = time.monotonic() + timeout_s
     while not session_file.exists():
         if process.poll() is not None:
-            raise AssertionError(f"gearshift serve exited with {process.returncode}:\n{serve.output()}")
+            raise AssertionError(
+                f"gearshift serve exited with {process.returncode}:\n{serve.output()}"
+            )
         if time.monotonic() > deadline:
             serve.stop()
             raise AssertionError(f"gearshift serve not ready in {timeout_s} s:\n{serve.output()}")
