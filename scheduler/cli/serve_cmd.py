@@ -10,9 +10,11 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,7 +23,7 @@ from scheduler.cli import session_file
 from scheduler.cli.output import console_err, console_out, fail, make_table
 from scheduler.config import GearshiftConfig, demo_config, load_config
 from scheduler.errors import ConfigError, GearshiftError
-from scheduler.gateway.endpoints import EndpointTable
+from scheduler.gateway.endpoints import EndpointTable, FleetStateSource
 from scheduler.plugins import PluginRegistry
 from scheduler.routing.profiles import build_profiles
 from scheduler.state import FleetState
@@ -64,9 +66,16 @@ def serve(
         admin_socket = bind(cfg.gateway.admin_host, cfg.gateway.admin_port)
     except ConfigError as exc:
         fail(str(exc), code=2)
-    token = cfg.gateway.admin_token or secrets.token_urlsafe(24)
-    public_url = _url(cfg.gateway.host, public_socket.getsockname()[1])
-    admin_url = _url(cfg.gateway.admin_host, admin_socket.getsockname()[1])
+    run = _Run(
+        cfg=cfg,
+        registry=registry,
+        public=public_socket,
+        admin=admin_socket,
+        token=cfg.gateway.admin_token or secrets.token_urlsafe(24),
+        ready_timeout=ready_timeout,
+        started=started,
+        session=session,
+    )
 
     from scheduler.controlplane.runtime import LocalRuntime
 
@@ -75,21 +84,7 @@ def serve(
     try:
         with console_err.status(f"Starting a Ray cluster of {nodes} nodes on 127.0.0.1 ..."):
             runtime.start()
-        asyncio.run(
-            _serve(
-                cfg,
-                registry,
-                runtime,
-                public_socket,
-                admin_socket,
-                token,
-                ready_timeout,
-                started,
-                public_url,
-                admin_url,
-                session,
-            )
-        )
+        asyncio.run(run.serve(runtime.fleet_source()))
     except KeyboardInterrupt:
         pass
     except GearshiftError as exc:
@@ -103,43 +98,56 @@ def serve(
     console_err.print("Stopped.")
 
 
-async def _serve(
-    cfg: GearshiftConfig,
-    registry: PluginRegistry,
-    runtime: Any,
-    public_socket: Any,
-    admin_socket: Any,
-    token: str,
-    ready_timeout: float,
-    started: float,
-    public_url: str,
-    admin_url: str,
-    session: Path,
-) -> None:
-    from scheduler.gateway.server import run_gateway
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What one ``serve`` invocation needs once the control plane is up."""
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    cfg: GearshiftConfig
+    registry: PluginRegistry
+    public: socket.socket
+    admin: socket.socket
+    token: str
+    ready_timeout: float
+    started: float
+    session: Path
 
-    async def on_started(table: EndpointTable) -> None:
-        state = await _wait_ready(table, ready_timeout, stop)
-        session_file.write(
-            session, session_file.ServeSession(os.getpid(), public_url, admin_url, token)
+    @property
+    def public_url(self) -> str:
+        return _url(self.cfg.gateway.host, self.public.getsockname()[1])
+
+    @property
+    def admin_url(self) -> str:
+        return _url(self.cfg.gateway.admin_host, self.admin.getsockname()[1])
+
+    async def serve(self, source: FleetStateSource) -> None:
+        """Serve until SIGINT/SIGTERM; announce the endpoint once the fleet is ready."""
+        from scheduler.gateway.server import run_gateway
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+
+        async def on_started(table: EndpointTable) -> None:
+            state = await _wait_ready(table, self.ready_timeout, stop)
+            session_file.write(
+                self.session,
+                session_file.ServeSession(os.getpid(), self.public_url, self.admin_url, self.token),
+            )
+            _print_summary(
+                self.cfg, state, time.monotonic() - self.started, self.public_url, self.admin_url
+            )
+
+        await run_gateway(
+            self.cfg,
+            self.registry,
+            source,
+            public=self.public,
+            admin=self.admin,
+            admin_token=self.token,
+            stop=stop,
+            on_started=on_started,
         )
-        _print_summary(cfg, state, time.monotonic() - started, public_url, admin_url)
-
-    await run_gateway(
-        cfg,
-        registry,
-        runtime.fleet_source(),
-        public=public_socket,
-        admin=admin_socket,
-        admin_token=token,
-        stop=stop,
-        on_started=on_started,
-    )
 
 
 async def _wait_ready(table: EndpointTable, timeout: float, stop: asyncio.Event) -> FleetState:

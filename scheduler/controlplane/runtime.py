@@ -48,13 +48,13 @@ class LocalRuntime:
 
     def start(self) -> None:
         """Start the cluster and the controller, and run the first reconcile round."""
-        self.cluster.start()
         try:
+            self.cluster.start()
             self.controller = start_controller(self.config)
             ray.get(self.controller.start.remote(), timeout=120)
-        except Exception:
+        except (RayError, OSError, RuntimeError, ValueError) as exc:
             self.stop()
-            raise
+            raise ControlPlaneError(f"the local control plane did not start: {exc}") from exc
 
     def fleet_source(self) -> RayFleetStateSource:
         if self.controller is None:

@@ -16,7 +16,13 @@ from nodes.accelerators import accelerator
 from nodes.models import catalog_model
 from nodes.performance import replica_performance
 from scheduler.config import demo_config
-from tests.integration.serve_process import GEARSHIFT, ServeProcess, pid_alive, start_serve
+from tests.integration.serve_process import (
+    GEARSHIFT,
+    ServeProcess,
+    descendants,
+    pid_alive,
+    start_serve,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -24,14 +30,18 @@ pytestmark = [pytest.mark.ray, pytest.mark.e2e, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     process = start_serve(tmp_path_factory.mktemp("demo"))
-    engine_pids: list[int] = []
+    started: set[int] = set()
     try:
-        engine_pids = [r["engine_pid"] for r in process.status()["replicas"]]
+        started = descendants(process.process.pid)
+        engines = {r["engine_pid"] for r in process.status()["replicas"]}
+        assert engines <= started, "engines must run below the serve process"
         yield process
     finally:
         code = process.stop()
         assert code == 0, process.output()
-        assert not [pid for pid in engine_pids if pid_alive(pid)], "engines outlived serve"
+        # Ctrl-C stops everything serve started: Ray's processes, replica actors, engines.
+        left = [pid for pid in started if pid_alive(pid)]
+        assert not left, f"processes outlived gearshift serve: {left}"
 
 
 @pytest.fixture(scope="module")
