@@ -7,6 +7,7 @@ Reads vLLM's names (the same ones llm-d and the Gateway API Inference Extension 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 _RUNNING = "vllm:num_requests_running"
@@ -60,6 +61,7 @@ def _sample(line: str) -> tuple[str, float] | None:
     if not fields:
         return None
     try:
-        return name, float(fields[0])
+        value = float(fields[0])
     except ValueError:
         return None
+    return (name, value) if math.isfinite(value) else None

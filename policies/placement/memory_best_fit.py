@@ -52,7 +52,9 @@ class MemoryBestFitSolver:
         nodes = {node.node_id: node for node in problem.nodes if node.alive}
         free = {node_id: node.accelerator_count for node_id, node in nodes.items()}
         demands = {demand.model: demand for demand in problem.demands}
-        used_ids = set()
+        # Ids of replicas being dropped stay taken, so a replacement never reuses one (the
+        # reconciler would then keep the stale replica running).
+        used_ids = {assignment.replica_id for assignment in problem.current}
         kept: list[ReplicaAssignment] = []
 
         # 1. Keep running replicas that are still wanted and still fit (stability first).
@@ -64,11 +66,12 @@ class MemoryBestFitSolver:
             node = nodes.get(assignment.node_id)
             if demand is None or node is None or count[assignment.model] >= demand.replicas:
                 continue
-            if free[node.node_id] < assignment.tensor_parallel:
+            if free[node.node_id] < assignment.tensor_parallel or not _still_fits(
+                demand, node, assignment
+            ):
                 continue
             free[node.node_id] -= assignment.tensor_parallel
             count[assignment.model] += 1
-            used_ids.add(assignment.replica_id)
             kept.append(assignment)
 
         # 2. Place what is missing, biggest models first.
@@ -143,6 +146,17 @@ class MemoryBestFitSolver:
                 f"every node it fits on is full (groups {', '.join(groups)})",
             )
         return best[1], best[2]
+
+
+def _still_fits(demand: ModelDemand, node: NodeView, assignment: ReplicaAssignment) -> bool:
+    """A running replica stays only if its shape on its node's group is still allowed and fits
+    (an operator may have narrowed the model's accelerators or changed its TP)."""
+    return any(
+        shape.fits
+        and shape.group == node.group
+        and shape.tensor_parallel == assignment.tensor_parallel
+        for shape in demand.shapes
+    )
 
 
 def _largest_first(demand: ModelDemand) -> tuple[float, str]:

@@ -38,7 +38,7 @@ class ContextFitFilter:
                         f"This model's maximum context length is {limit} tokens. However, you "
                         f"requested {needed} tokens ({request.prompt_tokens} in the messages, "
                         f"{request.max_tokens} in the completion).",
-                        "context_length_exceeded",
+                        code="context_length_exceeded",
                     )
                 )
         return FilterResult(tuple(kept), tuple(rejected))

@@ -16,7 +16,8 @@ class QueueDepthParams(PluginParams):
 
 @dataclass(frozen=True, slots=True)
 class QueueDepthScorer:
-    """Score = 1 − outstanding ÷ (max_num_seqs + queued), so 1 when idle, → 0 when swamped."""
+    """Score = batch slots ÷ (batch slots + outstanding): 1 when idle, ½ when every slot is
+    busy, and still falling as the queue grows (so 1 waiting beats 50)."""
 
     TYPE: ClassVar[str] = "queue-depth-scorer"
     name: str
@@ -26,7 +27,8 @@ class QueueDepthScorer:
         self, request: RouteRequest, candidates: Sequence[EndpointView], cycle: Cycle
     ) -> Mapping[str, float]:
         return {
-            e.replica_id: 1.0 - e.outstanding / (e.perf.max_num_seqs + e.queued) for e in candidates
+            e.replica_id: e.perf.max_num_seqs / (e.perf.max_num_seqs + e.outstanding)
+            for e in candidates
         }
 
 

@@ -28,6 +28,9 @@ class Rejection:
     verdict: Verdict
     reason: str
     plugin: str = ""
+    """Instance name of the plugin that said no; the framework fills it in."""
+    code: str | None = None
+    """Machine-readable reason (e.g. ``context_length_exceeded``), sent to clients."""
 
 
 class Plugin(Protocol):

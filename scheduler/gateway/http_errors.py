@@ -96,7 +96,8 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
         param = error.get("param")
         return str(error.get("message") or text[:500]), param if isinstance(param, str) else None
     if isinstance(data, dict) and "message" in data:  # vLLM's older flat shape
-        return str(data["message"]), None
+        param = data.get("param")
+        return str(data["message"]), param if isinstance(param, str) else None
     return text[:500], None
 
 

@@ -50,7 +50,7 @@ class RoutingDecision:
         reasons = "; ".join(f"{r.subject}: {r.reason}" for r in self.rejections[:4])
         if self.rejections and all(r.verdict is Verdict.UNRESOLVABLE for r in self.rejections):
             first = self.rejections[0]
-            raise InvalidRequest(first.reason, code=first.plugin or None)
+            raise InvalidRequest(first.reason, code=first.code)
         raise NoCapacity(
             f"No replica can take this request now ({reasons or 'no replica is ready'}).",
             retry_after_s=retry_after_s,
@@ -80,7 +80,7 @@ class RoutingProfile:
             durations[plugin.name] = time.perf_counter() - started
             kept_ids = {endpoint.replica_id for endpoint in result.kept}
             rejections.extend(
-                Rejection(r.subject, r.verdict, r.reason, r.plugin or plugin.name)
+                Rejection(r.subject, r.verdict, r.reason, r.plugin or plugin.name, r.code)
                 for r in result.rejected
             )
             kept = tuple(endpoint for endpoint in kept if endpoint.replica_id in kept_ids)
