@@ -99,7 +99,10 @@ class EndpointTable:
     async def run(self, session: aiohttp.ClientSession, interval_s: float) -> None:
         """Refresh forever, every ``interval_s`` seconds."""
         while True:
-            await self.refresh(session, timeout_s=max(0.2, interval_s))
+            try:
+                await self.refresh(session, timeout_s=max(0.2, interval_s))
+            except Exception:  # the table must keep refreshing; one bad round is logged
+                log.exception("endpoint table refresh failed")
             await asyncio.sleep(interval_s)
 
     @staticmethod
