@@ -33,6 +33,12 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _require_unique(names: list[str], what: str) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{what}; repeated: {', '.join(repeated)}")
+
+
 # --------------------------------------------------------------------------------------- fleet
 
 
@@ -122,9 +128,7 @@ class FleetConfig(_Section):
     @classmethod
     def _unique_groups(cls, groups: list[NodeGroup]) -> list[NodeGroup]:
         names = [group.name for group in groups]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"node group names must be unique; repeated: {', '.join(duplicates)}")
+        _require_unique(names, "node group names must be unique")
         return groups
 
 
@@ -329,9 +333,7 @@ class RoutingConfig(_Section):
     @model_validator(mode="after")
     def _refs_resolve(self) -> Self:
         names = [plugin.name for plugin in self.plugins]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"plugin names must be unique; repeated: {', '.join(duplicates)}")
+        _require_unique(names, "plugin names must be unique")
         missing_classes = [c.value for c in TrafficClass if c not in self.profiles]
         if missing_classes:
             raise ValueError(f"a profile is needed for every class; missing: {missing_classes}")
@@ -415,9 +417,7 @@ class GearshiftConfig(_Section):
     @classmethod
     def _unique_models(cls, models: list[ModelConfig]) -> list[ModelConfig]:
         names = [model.name for model in models]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+        _require_unique(names, "model names must be unique")
         return models
 
     def model(self, name: str) -> ModelConfig | None:

@@ -6,6 +6,7 @@ on the node Ray placed it on; this module is the only place that knows each engi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from nodes.models import Dtype, ModelArchitecture
@@ -50,18 +51,7 @@ def _sim_command(spec: EngineSpec, host: str, port: int, parent_pid: int) -> Eng
     from nodes.engines.sim.cli import engine_command as sim_argv
     from nodes.engines.sim.spec import SimEngineSpec
 
-    sim = SimEngineSpec(
-        served_model_name=spec.served_model_name,
-        architecture=spec.architecture,
-        dtype=spec.dtype,
-        accelerator=spec.accelerator,
-        cpu_cores=spec.cpu_cores,
-        cpu_memory_gib=spec.cpu_memory_gib,
-        cpu_memory_bandwidth_gbps=spec.cpu_memory_bandwidth_gbps,
-        tensor_parallel=spec.tensor_parallel,
-        gpu_memory_utilization=spec.gpu_memory_utilization,
-        max_num_seqs=spec.max_num_seqs,
-        max_model_len=spec.max_model_len,
-        time_scale=spec.time_scale,
-    )
+    # The sim spec has every EngineSpec field but the engine kind.
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "kind"}
+    sim = SimEngineSpec.model_validate(fields)
     return EngineCommand(sim_argv(sim, host=host, port=port, parent_pid=parent_pid))
