@@ -135,6 +135,24 @@ class FleetConfig(_Section):
 # -------------------------------------------------------------------------------------- models
 
 
+class VllmOptions(_Section):
+    """How vLLM runs a model (engine ``vllm`` only); placement sets the rest of its flags."""
+
+    enforce_eager: bool = Field(
+        False, description="Skip CUDA-graph / torch.compile warm-up: faster start, slower decode."
+    )
+    cpu_kv_cache_gib: float = Field(
+        1.0, ge=1, le=4096, description="KV-cache space on CPU nodes, GiB (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list,
+        description="More `vllm serve` flags, verbatim; the ones Gearshift sets are refused.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables for the engine process."
+    )
+
+
 class ModelConfig(_Section):
     """One served model: where its architecture comes from, how it runs, how many replicas."""
 
@@ -166,6 +184,13 @@ class ModelConfig(_Section):
         None, ge=1, le=16, description="Fixed tensor-parallel degree; chosen per type if unset."
     )
     max_num_seqs: int = Field(256, ge=1, le=4096, description="Most sequences a replica batches.")
+    weights: str | None = Field(
+        None,
+        description="Checkpoint vLLM loads: a local directory (`~` allowed) or a Hugging Face "
+        "id. Required for engine vllm; a local directory's config.json also gives the "
+        "architecture.",
+    )
+    vllm: VllmOptions = Field(default_factory=VllmOptions, description="vLLM engine options.")
 
     @field_validator("accelerators")
     @classmethod
@@ -188,13 +213,21 @@ class ModelConfig(_Section):
         ]
         if len(given) > 1:
             raise ValueError(f"give one architecture source, not {' and '.join(given)}")
-        if not given:
+        if self.engine is EngineKind.VLLM and self.weights is None:
+            raise ValueError("engine vllm needs `weights`: a checkpoint directory or HF id")
+        local = self.local_weights
+        if local is not None and not local.is_dir():
+            raise ValueError(
+                f"weights directory {local} does not exist (for a tiny test model, run "
+                f"`gearshift dev tiny-model {self.weights}`)"
+            )
+        if not given and not self._weights_config_exists():
             try:
                 catalog_model(self.name)
             except CatalogError as exc:
                 raise ValueError(
-                    f"`{self.name}` is not a catalog model; set catalog, architecture or "
-                    f"hf_config. {exc}"
+                    f"`{self.name}` is not a catalog model; set catalog, architecture, "
+                    f"hf_config or local weights. {exc}"
                 ) from None
         if self.catalog is not None:
             try:
@@ -203,13 +236,31 @@ class ModelConfig(_Section):
                 raise ValueError(str(exc)) from None
         return self
 
+    @property
+    def local_weights(self) -> Path | None:
+        """The weights as a local directory, when they name one (not a Hugging Face id)."""
+        if self.weights is None:
+            return None
+        path = Path(self.weights).expanduser()
+        looks_local = self.weights.startswith(("/", ".", "~")) or path.exists()
+        return path if looks_local else None
+
+    def _weights_config_exists(self) -> bool:
+        local = self.local_weights
+        return local is not None and (local / "config.json").is_file()
+
     @cached_property
     def resolved_architecture(self) -> ModelArchitecture:
-        """The architecture numbers from whichever source the config names."""
+        """The architecture numbers, from the first source present: explicit numbers, an HF
+        config file, an explicit catalog entry, the local weights' config.json, the catalog
+        entry named like the model."""
         if self.architecture is not None:
             return self.architecture
         if self.hf_config is not None:
             return architecture_from_hf_config(self.hf_config)
+        local = self.local_weights
+        if self.catalog is None and local is not None and self._weights_config_exists():
+            return architecture_from_hf_config(local)
         return catalog_model(self.catalog or self.name).architecture
 
 
@@ -361,6 +412,23 @@ class PlacementConfig(_Section):
     )
     restart_backoff_s: float = Field(
         1.0, ge=0, le=600, description="First delay before restarting a failed replica; doubles."
+    )
+    start_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        le=86_400,
+        description="A replica not ready this long after its start is failed and replaced "
+        "(covers unplaceable actors and engines that hang while loading).",
+    )
+    drain_grace_s: float = Field(
+        1.0,
+        ge=0,
+        le=600,
+        description="After a replica leaves the endpoint table, wait this long (gateways "
+        "refresh) before waiting for it to go idle.",
+    )
+    drain_timeout_s: float = Field(
+        30.0, ge=0, le=3600, description="Longest wait for in-flight requests before SIGTERM."
     )
 
 

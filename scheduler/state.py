@@ -34,6 +34,10 @@ class ReplicaStatus:
     pid: int = 0
     """Process id of the replica actor (on its node)."""
     engine_pid: int = 0
+    log_tail: str = ""
+    """The engine's last log lines (bounded)."""
+    last_failure: str = ""
+    """Why this replica id last failed, if it ever did (kept across restarts)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import typer
 
 from scheduler.cli.catalog_cmd import catalog
 from scheduler.cli.config_cmd import app as config_app
+from scheduler.cli.dev_cmd import app as dev_app
 from scheduler.cli.perf_cmd import perf
 from scheduler.cli.serve_cmd import serve
 from scheduler.cli.status_cmd import status
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(config_app, name="config")
+app.add_typer(dev_app, name="dev")
 app.command("catalog")(catalog)
 app.command("perf")(perf)
 app.command("serve")(serve)

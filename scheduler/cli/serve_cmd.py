@@ -60,8 +60,11 @@ def serve(
         )
         registry = PluginRegistry.from_entry_points()
         build_profiles(registry, cfg.routing)  # fail on a bad routing config before Ray starts
+        from scheduler.controlplane.runtime import LocalRuntime
         from scheduler.gateway.server import bind
 
+        runtime = LocalRuntime(cfg)  # checks real node groups against this machine
+        cfg = runtime.config
         public_socket = bind(cfg.gateway.host, cfg.gateway.port)
         admin_socket = bind(cfg.gateway.admin_host, cfg.gateway.admin_port)
     except ConfigError as exc:
@@ -77,9 +80,6 @@ def serve(
         session=session,
     )
 
-    from scheduler.controlplane.runtime import LocalRuntime
-
-    runtime = LocalRuntime(cfg)
     nodes = sum(group.nodes for group in cfg.fleet.node_groups)
     try:
         with console_err.status(f"Starting a Ray cluster of {nodes} nodes on 127.0.0.1 ..."):

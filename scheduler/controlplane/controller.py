@@ -17,9 +17,9 @@ from typing import Any
 
 import ray
 
-from nodes.engines.launch import EngineSpec
 from scheduler.config import GearshiftConfig, ModelConfig
-from scheduler.controlplane.actuator import RayActuator
+from scheduler.controlplane.actuator import RayActuator, ReplicaHandle
+from scheduler.controlplane.engine_specs import replica_launch
 from scheduler.errors import ControlPlaneError
 from scheduler.framework.placement import (
     NodeView,
@@ -32,7 +32,6 @@ from scheduler.inventory import ROLE_HEAD, node_view
 from scheduler.placement.actions import StartReplica, StopReplica
 from scheduler.placement.planner import plan as make_plan
 from scheduler.placement.reconciler import reconcile
-from scheduler.placement.shapes import group_accelerator, perf_profile, performance
 from scheduler.plugins import PluginRegistry
 from scheduler.state import FleetState, NodeStatus, ReplicaStatus
 from scheduler.types import LABEL_ROLE, ReplicaState
@@ -48,15 +47,17 @@ CONTROLLER_NAME = "gearshift-controller"
 @dataclass(slots=True)
 class _Replica:
     assignment: ReplicaAssignment
-    handle: Any
+    handle: ReplicaHandle
     engine: str
     perf: PerfProfile
+    started_at: float
     state: ReplicaState = ReplicaState.STARTING
     url: str | None = None
     detail: str = ""
     placed_on: str = ""
     pid: int = 0
     engine_pid: int = 0
+    log_tail: str = ""
 
 
 @dataclass(slots=True)
@@ -64,6 +65,7 @@ class _Backoff:
     failures: int = 0
     """Consecutive failures; reset when the replica becomes ready."""
     not_before: float = 0.0
+    last_failure: str = ""
 
 
 class Controller:
@@ -82,6 +84,7 @@ class Controller:
         self.nodes: dict[str, NodeView] = {}
         self.version = 0
         self._loop_task: asyncio.Task[None] | None = None
+        self._drains: dict[str, asyncio.Task[None]] = {}
 
     # ---------------------------------------------------------------- loop
 
@@ -103,16 +106,17 @@ class Controller:
         """One reconcile round."""
         self.nodes = {node.node_id: node for node in self._read_nodes()}
         await self._observe()
-        current = [replica.assignment for replica in self.replicas.values()]
+        serving = {rid: r for rid, r in self.replicas.items() if rid not in self._drains}
+        current = [replica.assignment for replica in serving.values()]
         self.last_plan = make_plan(self.solver, self.config, list(self.nodes.values()), current)
         now = time.monotonic()
-        for action in reconcile(self.last_plan, self.replicas):
+        for action in reconcile(self.last_plan, serving):
             if isinstance(action, StartReplica):
                 wait = self.backoff.get(action.assignment.replica_id)
                 if wait is None or wait.not_before <= now:
                     self._start(action.assignment)
             elif isinstance(action, StopReplica):
-                await self._stop(action.replica_id)
+                self._begin_drain(action.replica_id)
         self.version += 1
 
     def _read_nodes(self) -> list[NodeView]:
@@ -125,7 +129,7 @@ class Controller:
 
     async def _observe(self) -> None:
         alive = set(self.nodes)
-        replicas = list(self.replicas.items())
+        replicas = [(rid, r) for rid, r in self.replicas.items() if rid not in self._drains]
         healths = await asyncio.gather(
             *(self.actuator.probe(r.handle, _PROBE_TIMEOUT_S) for _, r in replicas)
         )
@@ -133,22 +137,28 @@ class Controller:
             if replica.assignment.node_id not in alive:
                 health_state, detail = ReplicaState.FAILED, "its node left the cluster"
             elif health is None:
+                if self._start_overdue(replica):
+                    await self._fail(replica_id, self._overdue_detail())
                 continue
             else:
                 health_state, detail = health.state, health.detail
                 replica.url = health.url or replica.url
                 replica.placed_on, replica.pid = health.placed_on, health.pid
-                replica.engine_pid = health.engine_pid
+                replica.engine_pid, replica.log_tail = health.engine_pid, health.log_tail
+                if health_state is ReplicaState.STARTING and self._start_overdue(replica):
+                    health_state, detail = ReplicaState.FAILED, self._overdue_detail()
                 if health.placed_on and health.placed_on != replica.assignment.node_id:
                     health_state = ReplicaState.FAILED
                     detail = (
                         f"Ray placed it on {health.placed_on}, not {replica.assignment.node_id}"
                     )
             if health_state is ReplicaState.FAILED:
-                await self._fail(replica_id, detail)
+                tail = f" | last log lines: {replica.log_tail}" if replica.log_tail else ""
+                await self._fail(replica_id, detail + tail)
                 continue
             if health_state is ReplicaState.READY and replica.state is not ReplicaState.READY:
-                self.backoff.pop(replica_id, None)
+                if replica_id in self.backoff:  # keep last_failure for status
+                    self.backoff[replica_id].failures = 0
                 log.info("replica %s ready at %s", replica_id, replica.url)
             replica.state, replica.detail = health_state, detail
 
@@ -158,28 +168,43 @@ class Controller:
         model = self._model(assignment.model)
         node = self.nodes[assignment.node_id]
         group = next(g for g in self.config.fleet.node_groups if g.name == node.group)
-        spec = group_accelerator(group)
-        utilization = self.config.placement.gpu_memory_utilization
-        perf = performance(model, spec, assignment.tensor_parallel, utilization)
-        engine_spec = EngineSpec(
-            kind=model.engine,
-            served_model_name=model.name,
-            architecture=model.resolved_architecture,
-            dtype=model.dtype,
-            accelerator=spec.name,
-            tensor_parallel=assignment.tensor_parallel,
-            gpu_memory_utilization=utilization,
-            max_num_seqs=model.max_num_seqs,
-            max_model_len=model.max_context,
-            cpu_cores=group.cpu.cores if group.cpu else None,
-            cpu_memory_gib=group.cpu.memory_gib if group.cpu else None,
-            cpu_memory_bandwidth_gbps=group.cpu.memory_bandwidth_gbps if group.cpu else None,
-        )
-        handle = self.actuator.start(assignment, engine_spec, on_gpu=not group.is_cpu)
+        launch = replica_launch(self.config, model, group, assignment)
+        handle = self.actuator.start(assignment, launch.engine, on_gpu=launch.on_gpu)
         self.replicas[assignment.replica_id] = _Replica(
-            assignment, handle, model.engine.value, perf_profile(model, perf)
+            assignment, handle, model.engine.value, launch.perf, started_at=time.monotonic()
         )
         log.info("starting replica %s on %s", assignment.replica_id, assignment.node_id)
+
+    def _start_overdue(self, replica: _Replica) -> bool:
+        return time.monotonic() - replica.started_at > self.config.placement.start_timeout_s
+
+    def _overdue_detail(self) -> str:
+        return (
+            f"not ready within placement.start_timeout_s ({self.config.placement.start_timeout_s:g}"
+            " s): Ray could not place it, or the engine is still loading"
+        )
+
+    def _begin_drain(self, replica_id: str) -> None:
+        """Take the replica out of the endpoint table now; stop it once idle (or timed out)."""
+        replica = self.replicas.get(replica_id)
+        if replica is None or replica_id in self._drains:
+            return
+        replica.state = ReplicaState.DRAINING
+        self._drains[replica_id] = asyncio.get_running_loop().create_task(self._drain(replica_id))
+
+    async def _drain(self, replica_id: str) -> None:
+        placement = self.config.placement
+        try:
+            # Gateways learn the new table on their next refresh; until then they may still
+            # send requests here, so wait before watching the engine go idle.
+            await asyncio.sleep(placement.drain_grace_s)
+            replica = self.replicas.get(replica_id)
+            if replica is not None:
+                await self.actuator.drain(replica.handle, placement.drain_timeout_s)
+        finally:
+            self.replicas.pop(replica_id, None)
+            self._drains.pop(replica_id, None)
+        log.info("replica %s drained and stopped", replica_id)
 
     async def _stop(self, replica_id: str) -> None:
         replica = self.replicas.pop(replica_id, None)
@@ -192,6 +217,7 @@ class Controller:
         delay = min(_MAX_BACKOFF_S, self.config.placement.restart_backoff_s * 2**record.failures)
         record.failures += 1
         record.not_before = time.monotonic() + delay
+        record.last_failure = detail
         self.restarts[replica_id] += 1
         await self._stop(replica_id)
 
@@ -202,6 +228,9 @@ class Controller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
             self._loop_task = None
+        for task in list(self._drains.values()):
+            task.cancel()
+        await asyncio.gather(*self._drains.values(), return_exceptions=True)
         await asyncio.gather(*(self._stop(rid) for rid in list(self.replicas)))
 
     # ---------------------------------------------------------------- reads
@@ -244,6 +273,10 @@ class Controller:
                     placed_on=r.placed_on,
                     pid=r.pid,
                     engine_pid=r.engine_pid,
+                    log_tail=r.log_tail,
+                    last_failure=self.backoff[r.assignment.replica_id].last_failure
+                    if r.assignment.replica_id in self.backoff
+                    else "",
                 )
                 for r in replicas
             ),

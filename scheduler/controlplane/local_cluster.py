@@ -10,8 +10,11 @@ from __future__ import annotations
 import ray
 from ray.cluster_utils import Cluster
 
+from nodes.discovery.cpu import LinuxCpuProbe
+from nodes.discovery.gpu import NvmlGpuProbe
 from scheduler.config import GearshiftConfig
-from scheduler.errors import ConfigError, ControlPlaneError
+from scheduler.controlplane.local_hardware import resolve_local_hardware
+from scheduler.errors import ControlPlaneError
 from scheduler.inventory import ROLE_HEAD, NodeDeclaration, declare_fleet
 from scheduler.types import LABEL_ROLE
 
@@ -23,13 +26,8 @@ class LocalCluster:
     """Start, connect to and stop a loopback Ray cluster for a config's fleet."""
 
     def __init__(self, config: GearshiftConfig) -> None:
-        real = [group.name for group in config.fleet.node_groups if not group.simulated]
-        if real:
-            raise ConfigError(
-                f"node groups {real} are `simulated: false`: real machines join a cluster "
-                "with `gearshift node start`, they are not started by `gearshift serve`"
-            )
-        self._declarations = declare_fleet(config)
+        self.config = resolve_local_hardware(config, LinuxCpuProbe(), NvmlGpuProbe())
+        self._declarations = declare_fleet(self.config)
         self._cluster: Cluster | None = None
 
     @property

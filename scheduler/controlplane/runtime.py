@@ -42,8 +42,9 @@ class RayFleetStateSource:
 
 class LocalRuntime:
     def __init__(self, config: GearshiftConfig) -> None:
-        self.config = config
+        """Check the config against this machine (``ConfigError``); starts nothing."""
         self.cluster = LocalCluster(config)
+        self.config = self.cluster.config
         self.controller: Any = None
 
     def start(self) -> None:

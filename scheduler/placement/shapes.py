@@ -11,6 +11,7 @@ from nodes.performance import ReplicaPerformance, replica_performance
 from scheduler.config import ModelConfig, NodeGroup
 from scheduler.framework.placement import ReplicaShape
 from scheduler.framework.routing import PerfProfile
+from scheduler.types import EngineKind
 
 REFERENCE_CONTEXT_TOKENS = 1024
 """Context length at which a replica's decode-step terms are summarised for routing."""
@@ -63,6 +64,18 @@ def replica_shapes(model: ModelConfig, group: NodeGroup, utilization: float) -> 
     if model.accelerators and spec.name not in model.accelerators:
         return []
     shapes: list[ReplicaShape] = []
+    if model.engine is EngineKind.VLLM and group.simulated and not group.is_cpu:
+        return [
+            ReplicaShape(
+                model=model.name,
+                group=group.name,
+                accelerator=spec.name,
+                tensor_parallel=1,
+                memory_per_device_gib=0.0,
+                fits=False,
+                reason="vLLM needs real GPUs; this node group's are simulated",
+            )
+        ]
     if model.tensor_parallel is not None and model.tensor_parallel > group.accelerators_per_node:
         shapes.append(
             ReplicaShape(

@@ -104,23 +104,40 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (read from /proc)."""
+def _stat(pid: int | str) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state is [0], ppid [1])."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process below ``pid`` (from /proc), with its start time, so a later check
+    is not fooled by the kernel reusing a pid."""
     children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields is None:
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    found: set[int] = set()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        started[int(entry.name)] = fields[19]
+    found: dict[int, str] = {}
     stack = [pid]
     while stack:
         for child in children.get(stack.pop(), []):
             if child not in found:
-                found.add(child)
+                found[child] = started[child]
                 stack.append(child)
     return found
+
+
+def survivors(processes: dict[int, str]) -> list[int]:
+    """The processes of a ``descendants`` snapshot still running (zombies do not count)."""
+    left = []
+    for pid, start_time in processes.items():
+        fields = _stat(pid)
+        if fields is not None and fields[19] == start_time and fields[0] != "Z":
+            left.append(pid)
+    return left

@@ -20,8 +20,8 @@ from tests.integration.serve_process import (
     GEARSHIFT,
     ServeProcess,
     descendants,
-    pid_alive,
     start_serve,
+    survivors,
 )
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -30,17 +30,17 @@ pytestmark = [pytest.mark.ray, pytest.mark.e2e, pytest.mark.timeout(600)]
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     process = start_serve(tmp_path_factory.mktemp("demo"))
-    started: set[int] = set()
+    started: dict[int, str] = {}
     try:
         started = descendants(process.process.pid)
         engines = {r["engine_pid"] for r in process.status()["replicas"]}
-        assert engines <= started, "engines must run below the serve process"
+        assert engines <= started.keys(), "engines must run below the serve process"
         yield process
     finally:
         code = process.stop()
         assert code == 0, process.output()
         # Ctrl-C stops everything serve started: Ray's processes, replica actors, engines.
-        left = [pid for pid in started if pid_alive(pid)]
+        left = survivors(started)
         assert not left, f"processes outlived gearshift serve: {left}"
 
 

@@ -70,8 +70,10 @@ _PROFILES = (
     [
         pytest.param(
             _FLEET + "    - {name: g, accelerator: H100-SMX}\n",
-            ["fleet.node_groups.0.accelerator: Unknown accelerator 'H100-SMX'",
-             "Did you mean H100-SXM"],
+            [
+                "fleet.node_groups.0.accelerator: Unknown accelerator 'H100-SMX'",
+                "Did you mean H100-SXM",
+            ],
             id="unknown-accelerator-with-suggestion",
         ),
         pytest.param(
@@ -114,7 +116,9 @@ _PROFILES = (
         ),
         pytest.param(
             "models:\n  - {name: my-model}\n",
-            ["models.0: `my-model` is not a catalog model; set catalog, architecture or hf_config"],
+            [
+                "models.0: `my-model` is not a catalog model; set catalog, architecture, hf_config or local weights"
+            ],
             id="name-is-not-a-catalog-model",
         ),
         pytest.param(
@@ -221,3 +225,25 @@ def test_schema_rejects_unknown_keys_everywhere() -> None:
     objects = [schema, *(d for d in schema["$defs"].values() if "properties" in d)]
     loose = [d.get("title") for d in objects if d.get("additionalProperties") is not False]
     assert not loose, f"sections that accept unknown keys: {loose}"
+
+
+def test_vllm_models_need_weights_and_local_weights_must_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "absent"
+    for body, expected in (
+        ("{name: m, engine: vllm}", "engine vllm needs `weights`"),
+        (f"{{name: m, engine: vllm, weights: {missing}}}", "gearshift dev tiny-model"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(f"models:\n  - {body}\n")
+        assert expected in str(caught.value)
+
+
+def test_local_weights_config_gives_the_architecture(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(
+        '{"model_type": "llama", "hidden_size": 256, "intermediate_size": 512,'
+        ' "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,'
+        ' "vocab_size": 300, "max_position_embeddings": 2048}'
+    )
+    config = parse_config(f"models:\n  - {{name: tiny, engine: vllm, weights: {tmp_path}}}\n")
+    architecture = config.models[0].resolved_architecture
+    assert (architecture.num_layers, architecture.head_dim) == (2, 64)
