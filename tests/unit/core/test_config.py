@@ -117,7 +117,8 @@ _PROFILES = (
         pytest.param(
             "models:\n  - {name: my-model}\n",
             [
-                "models.0: `my-model` is not a catalog model; set catalog, architecture, hf_config or local weights"
+                "models.0: `my-model` is not a catalog model; set catalog, architecture, "
+                "hf_config or local weights"
             ],
             id="name-is-not-a-catalog-model",
         ),
