@@ -12,14 +12,17 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 
+from nodes.engines.launch import EngineSpec
 from scheduler.config import GearshiftConfig, ModelConfig
-from scheduler.controlplane.actuator import RayActuator, ReplicaHandle
+from scheduler.controlplane.actuator import RayActuator
 from scheduler.controlplane.engine_specs import replica_launch
+from scheduler.controlplane.replica import ReplicaHealth
 from scheduler.errors import ControlPlaneError
 from scheduler.framework.placement import (
     NodeView,
@@ -47,7 +50,8 @@ CONTROLLER_NAME = "gearshift-controller"
 @dataclass(slots=True)
 class _Replica:
     assignment: ReplicaAssignment
-    handle: ReplicaHandle
+    handle: Any
+    """The actuator's handle (a ``ReplicaHandle`` for Ray)."""
     engine: str
     perf: PerfProfile
     started_at: float
@@ -68,15 +72,45 @@ class _Backoff:
     last_failure: str = ""
 
 
+class Actuator(Protocol):
+    """What the controller asks of the actuator (``RayActuator``; a fake in tests)."""
+
+    def start(self, assignment: ReplicaAssignment, spec: EngineSpec, on_gpu: bool) -> Any: ...
+
+    async def probe(self, handle: Any, timeout_s: float) -> ReplicaHealth | None: ...
+
+    async def drain(self, handle: Any, timeout_s: float) -> None: ...
+
+    async def stop(self, handle: Any, timeout_s: float) -> None: ...
+
+
+def ray_nodes() -> list[NodeView]:
+    """Gearshift's nodes as Ray's GCS lists them (alive ones only)."""
+    views = []
+    for node in ray.nodes():
+        view = node_view(node.get("Labels", {}), node.get("Resources", {}), node["Alive"])
+        if view is not None and view.alive:
+            views.append(view)
+    return sorted(views, key=lambda view: view.node_id)
+
+
 class Controller:
-    """Reconcile loop state; runs inside the ``ControllerActor`` (or directly in tests)."""
+    """Reconcile loop state; runs inside the ``ControllerActor`` (or directly in tests, with a
+    fake actuator, node source and clock)."""
 
     def __init__(
-        self, config: GearshiftConfig, solver: PlacementSolver, actuator: RayActuator | None = None
+        self,
+        config: GearshiftConfig,
+        solver: PlacementSolver,
+        actuator: Actuator | None = None,
+        read_nodes: Callable[[], list[NodeView]] = ray_nodes,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.solver = solver
-        self.actuator = actuator or RayActuator()
+        self.actuator: Actuator = actuator or RayActuator()
+        self._read_nodes = read_nodes
+        self._clock = clock
         self.replicas: dict[str, _Replica] = {}
         self.backoff: dict[str, _Backoff] = {}
         self.restarts: Counter[str] = Counter()
@@ -109,7 +143,7 @@ class Controller:
         serving = {rid: r for rid, r in self.replicas.items() if rid not in self._drains}
         current = [replica.assignment for replica in serving.values()]
         self.last_plan = make_plan(self.solver, self.config, list(self.nodes.values()), current)
-        now = time.monotonic()
+        now = self._clock()
         for action in reconcile(self.last_plan, serving):
             if isinstance(action, StartReplica):
                 wait = self.backoff.get(action.assignment.replica_id)
@@ -118,14 +152,6 @@ class Controller:
             elif isinstance(action, StopReplica):
                 self._begin_drain(action.replica_id)
         self.version += 1
-
-    def _read_nodes(self) -> list[NodeView]:
-        views = []
-        for node in ray.nodes():
-            view = node_view(node.get("Labels", {}), node.get("Resources", {}), node["Alive"])
-            if view is not None and view.alive:
-                views.append(view)
-        return sorted(views, key=lambda view: view.node_id)
 
     async def _observe(self) -> None:
         alive = set(self.nodes)
@@ -171,12 +197,12 @@ class Controller:
         launch = replica_launch(self.config, model, group, assignment)
         handle = self.actuator.start(assignment, launch.engine, on_gpu=launch.on_gpu)
         self.replicas[assignment.replica_id] = _Replica(
-            assignment, handle, model.engine.value, launch.perf, started_at=time.monotonic()
+            assignment, handle, model.engine.value, launch.perf, started_at=self._clock()
         )
         log.info("starting replica %s on %s", assignment.replica_id, assignment.node_id)
 
     def _start_overdue(self, replica: _Replica) -> bool:
-        return time.monotonic() - replica.started_at > self.config.placement.start_timeout_s
+        return self._clock() - replica.started_at > self.config.placement.start_timeout_s
 
     def _overdue_detail(self) -> str:
         return (
@@ -216,7 +242,7 @@ class Controller:
         record = self.backoff.setdefault(replica_id, _Backoff())
         delay = min(_MAX_BACKOFF_S, self.config.placement.restart_backoff_s * 2**record.failures)
         record.failures += 1
-        record.not_before = time.monotonic() + delay
+        record.not_before = self._clock() + delay
         record.last_failure = detail
         self.restarts[replica_id] += 1
         await self._stop(replica_id)

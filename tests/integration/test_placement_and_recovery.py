@@ -26,12 +26,19 @@ fleet:
   node_groups:
     - {{name: h100, accelerator: H100-SXM, nodes: 1, ownership: on-demand}}
     - {{name: l4, accelerator: L4, nodes: 1, price_per_node_hour: 0.29, ownership: spot}}
+    - {{name: a100x2, accelerator: A100-80GB, accelerators_per_node: 2, nodes: 1}}
     - {{name: cpu, accelerator: CPU, nodes: 1, price_per_node_hour: 0.06, ownership: owned,
         cpu: {{cores: 16, memory_gib: 64}}}}
 models:
   - name: llama-3.1-8b
     max_context: {LONG_CONTEXT}
     replicas: 1
+    accelerators: [H100-SXM, L4]
+  - name: qwen2.5-7b
+    max_context: 4096
+    replicas: 1
+    tensor_parallel: 2
+    accelerators: [A100-80GB]
   - name: qwen2.5-0.5b
     max_context: 4096
     replicas: 2
@@ -65,7 +72,20 @@ def test_placement_respects_memory_and_labels(serve: ServeProcess) -> None:
     for replica in replicas.values():
         assert replica["placed_on"] == replica["node_id"]
         by_model.setdefault(replica["model"], set()).add(replica["accelerator"])
-    assert by_model == {"llama-3.1-8b": {"H100-SXM"}, "qwen2.5-0.5b": {"L4", "CPU"}}
+    assert by_model == {
+        "llama-3.1-8b": {"H100-SXM"},
+        "qwen2.5-0.5b": {"L4", "CPU"},
+        "qwen2.5-7b": {"A100-80GB"},
+    }
+
+
+def test_tensor_parallel_replica_gets_its_gpus_together(serve: ServeProcess) -> None:
+    (replica,) = [r for r in serve.status()["replicas"] if r["model"] == "qwen2.5-7b"]
+    assert replica["tensor_parallel"] == 2
+    assert replica["state"] == "ready"
+    assert replica["placed_on"] == replica["node_id"] == "a100x2-0"
+    (node,) = [n for n in serve.status()["nodes"] if n["node_id"] == "a100x2-0"]
+    assert node["accelerators_used"] == node["accelerator_count"] == 2
 
 
 def test_killed_replica_is_replaced_and_traffic_continues(
