@@ -47,9 +47,18 @@ class NodeStatus:
     accelerator: str
     accelerator_count: int
     accelerators_used: int
+    accelerator_memory_gib: float
     price_per_hour: float
     ownership: str
     alive: bool
+    labels: dict[str, str] = field(default_factory=dict)
+    """The operator's own labels (Gearshift's and Ray's are shown as columns instead)."""
+
+    @property
+    def free_memory_gib(self) -> float:
+        return round(
+            (self.accelerator_count - self.accelerators_used) * self.accelerator_memory_gib, 1
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +91,9 @@ class FleetState:
             "cost_per_hour": round(self.cost_per_hour, 4),
             "models": list(self.models),
             "replicas": [asdict(replica) for replica in self.replicas],
-            "nodes": [asdict(node) for node in self.nodes],
+            "nodes": [
+                {**asdict(node), "free_memory_gib": node.free_memory_gib} for node in self.nodes
+            ],
             "unplaced": [
                 {"model": r.subject, "verdict": r.verdict.value, "reason": r.reason}
                 for r in self.unplaced

@@ -36,7 +36,7 @@ class TinyModelShape:
     num_layers: int = 2
     num_attention_heads: int = 4
     num_kv_heads: int = 2
-    max_position_embeddings: int = 2048
+    max_position_embeddings: int = 32768
     vocab_size: int = 512
     seed: int = 0
 

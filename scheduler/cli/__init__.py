@@ -11,6 +11,8 @@ import typer
 from scheduler.cli.catalog_cmd import catalog
 from scheduler.cli.config_cmd import app as config_app
 from scheduler.cli.dev_cmd import app as dev_app
+from scheduler.cli.inventory_cmd import inventory
+from scheduler.cli.node_cmd import app as node_app
 from scheduler.cli.perf_cmd import perf
 from scheduler.cli.serve_cmd import serve
 from scheduler.cli.status_cmd import status
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
+app.add_typer(node_app, name="node")
+app.command("inventory")(inventory)
 app.command("catalog")(catalog)
 app.command("perf")(perf)
 app.command("serve")(serve)

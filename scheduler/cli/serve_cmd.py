@@ -37,6 +37,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Override gateway.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override gateway.port.")] = None,
     admin_port: Annotated[int | None, typer.Option(help="Override gateway.admin_port.")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Use the running cluster at HOST:PORT (nodes joined with `gearshift node "
+            "start`) instead of starting one on loopback."
+        ),
+    ] = None,
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for every replica before serving anyway.")
     ] = 120.0,
@@ -60,10 +67,17 @@ def serve(
         )
         registry = PluginRegistry.from_entry_points()
         build_profiles(registry, cfg.routing)  # fail on a bad routing config before Ray starts
-        from scheduler.controlplane.runtime import LocalRuntime
+        if address is None:
+            from scheduler.controlplane import prepare_loopback_ray
+
+            prepare_loopback_ray()
+        from scheduler.controlplane.runtime import AttachedRuntime, LocalRuntime
         from scheduler.gateway.server import bind
 
-        runtime = LocalRuntime(cfg)  # checks real node groups against this machine
+        # A local runtime checks real node groups against this machine.
+        runtime: LocalRuntime | AttachedRuntime = (
+            LocalRuntime(cfg) if address is None else AttachedRuntime(cfg, address)
+        )
         cfg = runtime.config
         public_socket = bind(cfg.gateway.host, cfg.gateway.port)
         admin_socket = bind(cfg.gateway.admin_host, cfg.gateway.admin_port)
@@ -81,8 +95,13 @@ def serve(
     )
 
     nodes = sum(group.nodes for group in cfg.fleet.node_groups)
+    starting = (
+        f"Connecting to the cluster at {address} ..."
+        if address
+        else f"Starting a Ray cluster of {nodes} nodes on 127.0.0.1 ..."
+    )
     try:
-        with console_err.status(f"Starting a Ray cluster of {nodes} nodes on 127.0.0.1 ..."):
+        with console_err.status(starting):
             runtime.start()
         asyncio.run(run.serve(runtime.fleet_source()))
     except KeyboardInterrupt:
@@ -90,7 +109,7 @@ def serve(
     except GearshiftError as exc:
         fail(str(exc))
     finally:
-        with console_err.status("Stopping replicas and the Ray cluster ..."):
+        with console_err.status("Stopping replicas" + ("" if address else " and Ray") + " ..."):
             runtime.stop()
         session_file.remove(session, os.getpid())
         public_socket.close()

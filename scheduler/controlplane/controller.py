@@ -31,7 +31,7 @@ from scheduler.framework.placement import (
     ReplicaAssignment,
 )
 from scheduler.framework.routing import EndpointView, PerfProfile
-from scheduler.inventory import ROLE_HEAD, node_view
+from scheduler.inventory import ROLE_HEAD, groups_of_joined_nodes, node_view
 from scheduler.placement.actions import StartReplica, StopReplica
 from scheduler.placement.planner import plan as make_plan
 from scheduler.placement.reconciler import reconcile
@@ -107,6 +107,8 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self.fleet_config = config
+        """``config`` plus the groups of nodes that joined on their own (refreshed per round)."""
         self.solver = solver
         self.actuator: Actuator = actuator or RayActuator()
         self._read_nodes = read_nodes
@@ -142,7 +144,10 @@ class Controller:
         await self._observe()
         serving = {rid: r for rid, r in self.replicas.items() if rid not in self._drains}
         current = [replica.assignment for replica in serving.values()]
-        self.last_plan = make_plan(self.solver, self.config, list(self.nodes.values()), current)
+        self.fleet_config = self._with_joined_groups()
+        self.last_plan = make_plan(
+            self.solver, self.fleet_config, list(self.nodes.values()), current
+        )
         now = self._clock()
         for action in reconcile(self.last_plan, serving):
             if isinstance(action, StartReplica):
@@ -193,13 +198,23 @@ class Controller:
     def _start(self, assignment: ReplicaAssignment) -> None:
         model = self._model(assignment.model)
         node = self.nodes[assignment.node_id]
-        group = next(g for g in self.config.fleet.node_groups if g.name == node.group)
-        launch = replica_launch(self.config, model, group, assignment)
+        group = next(g for g in self.fleet_config.fleet.node_groups if g.name == node.group)
+        launch = replica_launch(self.fleet_config, model, group, assignment)
         handle = self.actuator.start(assignment, launch.engine, on_gpu=launch.on_gpu)
         self.replicas[assignment.replica_id] = _Replica(
             assignment, handle, model.engine.value, launch.perf, started_at=self._clock()
         )
         log.info("starting replica %s on %s", assignment.replica_id, assignment.node_id)
+
+    def _with_joined_groups(self) -> GearshiftConfig:
+        """The config plus a group for each set of nodes that joined with `node start`."""
+        joined = groups_of_joined_nodes(self.config, list(self.nodes.values()))
+        if not joined:
+            return self.config
+        fleet = self.config.fleet.model_copy(
+            update={"node_groups": [*self.config.fleet.node_groups, *joined]}
+        )
+        return self.config.model_copy(update={"fleet": fleet})
 
     def _start_overdue(self, replica: _Replica) -> bool:
         return self._clock() - replica.started_at > self.config.placement.start_timeout_s
@@ -313,9 +328,15 @@ class Controller:
                     accelerator=n.accelerator,
                     accelerator_count=n.accelerator_count,
                     accelerators_used=used[n.node_id],
+                    accelerator_memory_gib=n.accelerator_memory_gib,
                     price_per_hour=n.price_per_hour,
                     ownership=n.ownership.value,
                     alive=n.alive,
+                    labels={
+                        k: v
+                        for k, v in n.labels.items()
+                        if not k.startswith(("gearshift.io/", "ray.io/"))
+                    },
                 )
                 for n in self.nodes.values()
             ),

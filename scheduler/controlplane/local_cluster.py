@@ -2,7 +2,7 @@
 
 Used by ``gearshift serve`` and the integration tests. Every node binds 127.0.0.1 and
 declares its accelerators, resources and labels as ``scheduler.inventory`` computes them
-(the package ``__init__`` sets Ray's loopback environment before Ray is imported).
+(the entry point calls ``prepare_loopback_ray`` before Ray is imported).
 """
 
 from __future__ import annotations

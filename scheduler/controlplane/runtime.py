@@ -40,22 +40,20 @@ class RayFleetStateSource:
         return state
 
 
-class LocalRuntime:
-    def __init__(self, config: GearshiftConfig) -> None:
-        """Check the config against this machine (``ConfigError``); starts nothing."""
-        self.cluster = LocalCluster(config)
-        self.config = self.cluster.config
-        self.controller: Any = None
+class _ControllerOwner:
+    """Starts the controller actor and stops it (and its replicas) again."""
 
-    def start(self) -> None:
-        """Start the cluster and the controller, and run the first reconcile round."""
+    config: GearshiftConfig
+    controller: Any = None
+
+    def _start_controller(self) -> None:
         try:
-            self.cluster.start()
             self.controller = start_controller(self.config)
             ray.get(self.controller.start.remote(), timeout=120)
-        except (RayError, OSError, RuntimeError, ValueError) as exc:
-            self.stop()
-            raise ControlPlaneError(f"the local control plane did not start: {exc}") from exc
+        except ValueError as exc:  # Ray: the actor name is taken
+            raise ControlPlaneError(
+                f"a Gearshift controller already runs on this cluster ({exc})"
+            ) from None
 
     def fleet_source(self) -> RayFleetStateSource:
         if self.controller is None:
@@ -66,11 +64,55 @@ class LocalRuntime:
         state: FleetState = ray.get(self.controller.fleet_state.remote(), timeout=timeout_s)
         return state
 
-    def stop(self) -> None:
-        """Stop replicas gracefully, then the cluster. Safe to call twice."""
+    def _stop_controller(self) -> None:
         if self.controller is not None and ray.is_initialized():
-            # On failure the cluster shutdown below kills whatever is left.
+            # On failure the caller's cleanup (cluster shutdown) takes whatever is left.
             with contextlib.suppress(RayError):
                 ray.get(self.controller.shutdown.remote(), timeout=_SHUTDOWN_TIMEOUT_S)
-            self.controller = None
+                ray.kill(self.controller)
+        self.controller = None
+
+
+class LocalRuntime(_ControllerOwner):
+    """A loopback cluster of the config's nodes, started and stopped with the controller."""
+
+    def __init__(self, config: GearshiftConfig) -> None:
+        """Check the config against this machine (``ConfigError``); starts nothing."""
+        self.cluster = LocalCluster(config)
+        self.config = self.cluster.config
+
+    def start(self) -> None:
+        """Start the cluster and the controller, and run the first reconcile round."""
+        try:
+            self.cluster.start()
+            self._start_controller()
+        except (RayError, OSError, RuntimeError, ValueError, ControlPlaneError) as exc:
+            self.stop()
+            raise ControlPlaneError(f"the local control plane did not start: {exc}") from exc
+
+    def stop(self) -> None:
+        """Stop replicas gracefully, then the cluster. Safe to call twice."""
+        self._stop_controller()
         self.cluster.stop()
+
+
+class AttachedRuntime(_ControllerOwner):
+    """An existing cluster (nodes joined with `gearshift node start`): only the controller is
+    started here, and stopping takes only the controller and its replicas away."""
+
+    def __init__(self, config: GearshiftConfig, address: str) -> None:
+        self.config = config
+        self.address = address
+
+    def start(self) -> None:
+        try:
+            ray.init(address=self.address, namespace="gearshift", log_to_driver=False)
+            self._start_controller()
+        except (RayError, ConnectionError, RuntimeError) as exc:
+            self.stop()
+            raise ControlPlaneError(f"cannot use the cluster at {self.address}: {exc}") from exc
+
+    def stop(self) -> None:
+        self._stop_controller()
+        if ray.is_initialized():
+            ray.shutdown()

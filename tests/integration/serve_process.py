@@ -60,13 +60,16 @@ class ServeProcess:
         return self.process.returncode
 
 
-def start_serve(tmp: Path, config: Path | None = None, timeout_s: float = 180) -> ServeProcess:
+def start_serve(
+    tmp: Path, config: Path | None = None, timeout_s: float = 180, extra: tuple[str, ...] = ()
+) -> ServeProcess:
     port = free_port()
     session_file = tmp / "session.json"
     log = tmp / "serve.log"
     argv = [str(GEARSHIFT), "serve", "--port", str(port), "--admin-port", str(free_port())]
     if config is not None:
         argv += ["--config", str(config)]
+    argv += extra
     env = {**os.environ, "GEARSHIFT_SESSION_FILE": str(session_file)}
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -46,7 +46,7 @@ models:
   - name: {MODEL}
     engine: vllm
     weights: {weights}
-    max_context: 2048
+    max_context: 16384
     max_num_seqs: 8
     replicas: 1
     vllm: {{enforce_eager: true, cpu_kv_cache_gib: 1, env: {{HF_HUB_OFFLINE: "1"}}}}
@@ -133,7 +133,7 @@ def test_streamed_completion(serve: ServeProcess) -> None:
 def test_client_disconnect_aborts_the_vllm_request(serve: ServeProcess) -> None:
     url = _replica(serve)["url"]
     body = json.dumps({
-        "model": MODEL, "prompt": "go on", "max_tokens": 2000, "ignore_eos": True, "stream": True,
+        "model": MODEL, "prompt": "go on", "max_tokens": 16000, "ignore_eos": True, "stream": True,
     })  # fmt: skip
     host, port = serve.base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
@@ -142,6 +142,7 @@ def test_client_disconnect_aborts_the_vllm_request(serve: ServeProcess) -> None:
             f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
         )
         assert b"200 OK" in sock.recv(4096)
+        # ~16 s of decoding for the tiny model: long enough to see it run, whatever the load.
         wait_for(lambda: _engine_load(url).running == 1, 30, "vLLM to run the stream")
     wait_for(lambda: _engine_load(url).running == 0, 30, "vLLM to abort the abandoned request")
 

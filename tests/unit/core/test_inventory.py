@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from nodes.accelerators import accelerator, cpu_accelerator
 from scheduler.config import GearshiftConfig, NodeGroup
 from scheduler.framework.placement import NodeView
 from scheduler.inventory import (
@@ -14,17 +15,21 @@ from scheduler.inventory import (
     ROLE_WORKER,
     declare_fleet,
     declare_group,
+    declare_node,
+    groups_of_joined_nodes,
     node_view,
 )
 from scheduler.placement.shapes import group_accelerator
 from scheduler.types import (
     LABEL_ACCELERATOR,
     LABEL_ACCELERATOR_MEMORY_GIB,
+    LABEL_CPU_CORES,
     LABEL_GROUP,
     LABEL_NODE_ID,
     LABEL_OWNERSHIP,
     LABEL_PRICE_PER_HOUR,
     LABEL_ROLE,
+    LABEL_SIMULATED,
     Ownership,
 )
 
@@ -34,12 +39,37 @@ Resources = Callable[..., dict[str, float]]
 @pytest.mark.parametrize(
     ("group", "ray_type", "memory", "price"),
     [
-        (NodeGroup(name="h100", accelerator="H100-SXM", accelerators_per_node=8, nodes=2),
-         "H100", "79.1", f"{2.69 * 8:g}"),
-        (NodeGroup(name="a100", accelerator="a100 80gb", nodes=1, price_per_node_hour=1.1,
-                   ownership=Ownership.OWNED), "A100", "79.2", "1.1"),
-        (NodeGroup(name="l4", accelerator="L4", accelerators_per_node=2, nodes=3,
-                   price_per_node_hour=0.58, ownership=Ownership.SPOT), "L4", "22", "0.58"),
+        (
+            NodeGroup(name="h100", accelerator="H100-SXM", accelerators_per_node=8, nodes=2),
+            "H100",
+            "79.1",
+            f"{2.69 * 8:g}",
+        ),
+        (
+            NodeGroup(
+                name="a100",
+                accelerator="a100 80gb",
+                nodes=1,
+                price_per_node_hour=1.1,
+                ownership=Ownership.OWNED,
+            ),
+            "A100",
+            "79.2",
+            "1.1",
+        ),
+        (
+            NodeGroup(
+                name="l4",
+                accelerator="L4",
+                accelerators_per_node=2,
+                nodes=3,
+                price_per_node_hour=0.58,
+                ownership=Ownership.SPOT,
+            ),
+            "L4",
+            "22",
+            "0.58",
+        ),
         (NodeGroup(name="rtx", accelerator="4090", nodes=1), "GeForce-RTX-4090", "23.6", "0.6"),
     ],
     ids=["h100x8", "a100-alias", "l4x2", "rtx-4090"],
@@ -61,14 +91,19 @@ def test_declare_gpu_group(group: NodeGroup, ray_type: str, memory: str, price: 
             LABEL_PRICE_PER_HOUR: price,
             LABEL_OWNERSHIP: group.ownership.value,
             LABEL_ROLE: ROLE_WORKER,
+            LABEL_SIMULATED: "true",
             "ray.io/accelerator-type": ray_type,
         }
 
 
 def test_declare_cpu_group() -> None:
     group = NodeGroup(
-        name="cpu", accelerator="CPU", nodes=2, price_per_node_hour=0.06,
-        ownership=Ownership.OWNED, cpu={"cores": 32, "memory_gib": 128},
+        name="cpu",
+        accelerator="CPU",
+        nodes=2,
+        price_per_node_hour=0.06,
+        ownership=Ownership.OWNED,
+        cpu={"cores": 32, "memory_gib": 128},
     )
     declarations = declare_group(group)
     assert [d.node_id for d in declarations] == ["cpu-0", "cpu-1"]
@@ -81,11 +116,14 @@ def test_declare_cpu_group() -> None:
         assert declaration.labels[LABEL_ACCELERATOR_MEMORY_GIB] == "128"  # from the cpu spec
         assert declaration.labels[LABEL_PRICE_PER_HOUR] == "0.06"
         assert declaration.labels[LABEL_ROLE] == ROLE_WORKER
+        assert declaration.labels[LABEL_CPU_CORES] == "32"
 
 
 def test_group_labels_are_carried_but_cannot_override_gearshifts() -> None:
     group = NodeGroup(
-        name="l4", accelerator="L4", nodes=1,
+        name="l4",
+        accelerator="L4",
+        nodes=1,
         labels={"zone": "eu-west-1a", LABEL_NODE_ID: "spoofed", LABEL_ROLE: ROLE_HEAD},
     )
     labels = declare_group(group)[0].labels
@@ -146,7 +184,9 @@ def test_node_view_of_a_cpu_node_counts_one_engine_slot(
     view = node_view(declaration.labels, resources, True)
     assert view is not None
     assert (view.accelerator, view.accelerator_count, view.accelerator_memory_gib) == (
-        "CPU", 1, 64.0
+        "CPU",
+        1,
+        64.0,
     )
 
 
@@ -197,3 +237,44 @@ def test_node_view_is_none_for_malformed_labels(
         labels[key] = value
     resources = make_ray_resources(1, declaration.num_gpus, declaration.resources)
     assert node_view(labels, resources, True) is None
+
+
+def test_joined_nodes_form_groups_the_config_does_not_name() -> None:
+    config = GearshiftConfig.model_validate(
+        {"fleet": {"node_groups": [{"name": "l4", "accelerator": "L4", "nodes": 1}]}}
+    )
+    joined = [
+        declare_node(
+            f"box-{index}",
+            "h100-sxm-x8",
+            accelerator("H100-SXM"),
+            8,
+            21.5,
+            Ownership.OWNED,
+            simulated=False,
+        )
+        for index in range(2)
+    ] + [
+        declare_node(
+            "cpu-box",
+            "cpu-box",
+            cpu_accelerator(32, 128.0),
+            1,
+            0.4,
+            Ownership.SPOT,
+            simulated=False,
+        ),
+    ]
+    views = [
+        view
+        for d in [*declare_group(config.fleet.node_groups[0]), *joined]
+        if (view := node_view(d.labels, {"GPU": d.num_gpus, **d.resources}, True)) is not None
+    ]
+    groups = {g.name: g for g in groups_of_joined_nodes(config, views)}
+    assert set(groups) == {"h100-sxm-x8", "cpu-box"}  # the configured l4 group is not repeated
+    h100 = groups["h100-sxm-x8"]
+    assert (h100.accelerator, h100.accelerators_per_node, h100.nodes) == ("H100-SXM", 8, 2)
+    assert h100.node_price_per_hour() == 21.5 and not h100.simulated
+    cpu = groups["cpu-box"]
+    assert cpu.cpu is not None and (cpu.cpu.cores, cpu.cpu.memory_gib) == (32, 128.0)
+    assert cpu.ownership is Ownership.SPOT

@@ -1,0 +1,55 @@
+"""``gearshift inventory``: nodes, accelerators, free memory, $/h, ownership and health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scheduler.cli import session_file
+from scheduler.cli.output import OUTPUT_OPTION_HELP, OutputFormat, emit, fail, make_table
+from scheduler.cli.status_cmd import fetch_status
+from scheduler.errors import ControlPlaneError
+
+
+def inventory(
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help=OUTPUT_OPTION_HELP)
+    ] = OutputFormat.TABLE,
+    admin_url: Annotated[str | None, typer.Option(help="Admin API URL.")] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="GEARSHIFT_ADMIN_TOKEN", help="Admin API token.")
+    ] = None,
+    session: Annotated[
+        Path,
+        typer.Option("--session-file", envvar=session_file.ENVVAR, help="Serve session file."),
+    ] = session_file.DEFAULT_PATH,
+) -> None:
+    """List the cluster's nodes as the controller sees them.
+
+    Example: gearshift inventory -o yaml
+    """
+    try:
+        if admin_url is None or token is None:
+            found = session_file.read(session)
+            admin_url, token = admin_url or found.admin_url, token or found.admin_token
+        nodes = fetch_status(admin_url, token)["nodes"]
+    except ControlPlaneError as exc:
+        fail(str(exc))
+    emit(
+        nodes,
+        output,
+        lambda: make_table(
+            f"Inventory: {len(nodes)} nodes, ${sum(n['price_per_hour'] for n in nodes):,.2f}/h",
+            ["node", "group", "accelerator", "count", "free", "free GiB", "$/h", "ownership",
+             "health", "labels"],
+            [
+                (n["node_id"], n["group"], n["accelerator"], n["accelerator_count"],
+                 n["accelerator_count"] - n["accelerators_used"], n["free_memory_gib"],
+                 n["price_per_hour"], n["ownership"], "ok" if n["alive"] else "down",
+                 ", ".join(f"{k}={v}" for k, v in sorted(n["labels"].items())))
+                for n in nodes
+            ],
+        ),
+    )  # fmt: skip
