@@ -13,19 +13,16 @@ from nodes.discovery.cpu import (
     cpu_info_from_proc,
     vllm_cpu_support,
 )
-from nodes.discovery.gpu import (
-    FakeGpuProbe,
-    GpuInfo,
-    GpuProbe,
-    GpuProbeUnavailable,
+from nodes.discovery.gpu import FakeGpuProbe, GpuInfo, GpuProbe, GpuProbeUnavailable
+from nodes.discovery.gpu_catalog import (
     NodeHardware,
-    NvmlGpuProbe,
     catalog_entry,
     derived_spec,
     describe_gpus,
     nvlink_islands,
     ray_accelerator_type,
 )
+from nodes.discovery.nvml import NvmlGpuProbe
 
 __all__ = [
     "CpuInfo",

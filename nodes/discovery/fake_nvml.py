@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-from nodes.discovery.gpu import GpuInfo, NvmlGpuProbe
+from nodes.discovery.gpu import GpuInfo
+from nodes.discovery.nvml import NvmlGpuProbe
 
 MIB = 2**20
 

@@ -62,7 +62,7 @@ def start(
     Example: gearshift node start --address 10.0.0.1:6379 --price 2.10 --ownership spot
     """
     from nodes.discovery.cpu import LinuxCpuProbe
-    from nodes.discovery.gpu import NvmlGpuProbe
+    from nodes.discovery.nvml import NvmlGpuProbe
     from scheduler.controlplane.node_join import JoinRequest, parse_labels, plan_join
 
     try:

@@ -11,7 +11,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from nodes.discovery.cpu import LinuxCpuProbe
-from nodes.discovery.gpu import NvmlGpuProbe
+from nodes.discovery.nvml import NvmlGpuProbe
 from scheduler.config import GearshiftConfig
 from scheduler.controlplane.local_hardware import resolve_local_hardware
 from scheduler.errors import ControlPlaneError

@@ -8,7 +8,8 @@ CPU shape comes from the CPU probe, and its GPUs must be the ones NVML reports.
 from __future__ import annotations
 
 from nodes.discovery.cpu import CpuProbe
-from nodes.discovery.gpu import GpuProbe, GpuProbeUnavailable, describe_gpus
+from nodes.discovery.gpu import GpuProbe, GpuProbeUnavailable
+from nodes.discovery.gpu_catalog import describe_gpus
 from scheduler.config import CpuSpec, GearshiftConfig, NodeGroup
 from scheduler.errors import ConfigError
 

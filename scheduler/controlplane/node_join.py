@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nodes.discovery.cpu import CpuProbe, cpu_accelerator_for
-from nodes.discovery.gpu import GpuProbe, GpuProbeUnavailable, describe_gpus
+from nodes.discovery.gpu import GpuProbe, GpuProbeUnavailable
+from nodes.discovery.gpu_catalog import describe_gpus
 from scheduler.errors import ConfigError
 from scheduler.inventory import ROLE_HEAD, ROLE_WORKER, NodeDeclaration, declare_node
 from scheduler.types import Ownership
