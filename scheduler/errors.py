@@ -11,7 +11,8 @@
     │   ├── ModelNotFound           the model is not served here
     │   └── NoCapacity              nothing can take the request now (carries ``retry_after_s``)
     ├── UpstreamError               an engine failed or answered garbage
-    └── ControlPlaneError           Ray or the controller could not be reached or refused
+    ├── ControlPlaneError           Ray or the controller could not be reached or refused
+    └── GpuProbeUnavailable         (nodes.discovery.gpu) no NVIDIA driver or GPU to probe
 """
 
 from __future__ import annotations
