@@ -13,10 +13,18 @@ measured in the same run.
    sent to the replica's vLLM directly and through the gateway, in pairs of random order so
    drift hits both, ``--requests`` per target at each ``--concurrency`` level (asyncio +
    aiohttp, one session per target). Same engine both ways: the difference is the gateway.
+   Also the CPU time the gateway's process and vLLM's API server process spend per request
+   (from /proc, less their idle rate), which contention barely moves.
 3. Stops everything it started, writes the raw samples to ``benchmarks/out/real_engine.json``
    and, where matplotlib is installed, a TTFT CDF to ``benchmarks/out/real_engine_ttft.png``.
 
-Needs the ``cpu`` extra. About 5 minutes on a 2-core machine with the defaults.
+Reading the latency table on a small machine: vLLM's CPU build binds its model worker to one
+core and leaves the rest to everything else (its API server and engine loop, the gateway, Ray,
+this client). On 2 cores that is one core for all of them, so a stream often reaches the
+client in one piece after the last token ("1-burst"), and the gateway's extra process makes
+that likelier: there the added TTFT measures contention for that core more than the
+gateway's own code. Compare runs only on the same machine. Needs the ``cpu`` extra; about
+3 minutes on a 2-core machine with the defaults.
 """
 
 from __future__ import annotations
@@ -59,7 +67,9 @@ PROMPT_TOKENS = 32
 MAX_TOKENS = 16
 WARMUP_PER_TARGET = 8
 START_TIMEOUT_S = 300.0
+IDLE_S = 3.0
 TARGETS = ("direct", "gateway")
+BURST_FRACTION = 0.9
 PROMPT_SOURCE = (
     "Interactive requests ride the fastest cards; batch work soaks up the cheap ones. "
     "Gearshift places model replicas across a mixed fleet of accelerators."
@@ -107,6 +117,14 @@ def _start_ticks(pid: int) -> int:
     if fields is None:
         raise SystemExit(f"process {pid} is gone; cannot read its start time")
     return int(fields[19])
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) so far."""
+    fields = _proc_stat(pid)
+    if fields is None:
+        raise SystemExit(f"process {pid} is gone; cannot read its CPU time")
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def _descendants(pid: int) -> dict[int, str]:
@@ -222,6 +240,7 @@ class Serve:
     process: subprocess.Popen[bytes]
     gateway_url: str
     engine_url: str
+    engine_pid: int
     ready_s: float
     """Launching serve to its session file (every replica ready)."""
     engine_launched_s: float
@@ -258,7 +277,14 @@ def gearshift_serve(config: Path, tmp: Path) -> Iterator[Serve]:
         if replica["state"] != "ready":
             raise SystemExit(f"the replica is {replica['state']}: {replica['detail']}")
         ticks = _start_ticks(replica["engine_pid"]) - _start_ticks(process.pid)
-        yield Serve(process, found.public_url, replica["url"], ready_s, ticks / CLOCK_TICKS)
+        yield Serve(
+            process,
+            found.public_url,
+            replica["url"],
+            replica["engine_pid"],
+            ready_s,
+            ticks / CLOCK_TICKS,
+        )
     finally:
         spawned |= _descendants(process.pid)
         if process.poll() is None:
@@ -360,9 +386,34 @@ async def _worker(
         samples.append(Sample(target, concurrency, index, sent, *result))
 
 
+@dataclass(frozen=True, slots=True)
+class LevelCpu:
+    """CPU time two processes spent during one level, less what they spend idle."""
+
+    concurrency: int
+    wall_s: float
+    requests: int
+    """Per target."""
+    gateway_s: float
+    """The ``gearshift serve`` process (gateway, admin API, Ray driver); gateway requests only."""
+    api_server_s: float
+    """vLLM's API server process (not its engine core); serves both targets' requests."""
+
+
+def _cpu_pair(pids: tuple[int, int]) -> tuple[float, float]:
+    return _cpu_s(pids[0]), _cpu_s(pids[1])
+
+
 async def measure(
-    urls: dict[str, str], prompt: str, requests: int, levels: list[int], seed: int
-) -> list[Sample]:
+    urls: dict[str, str],
+    pids: tuple[int, int],
+    prompt: str,
+    requests: int,
+    levels: list[int],
+    seed: int,
+) -> tuple[list[Sample], list[LevelCpu]]:
+    """Latency samples, and the CPU the gateway (``pids[0]``) and vLLM's API server
+    (``pids[1]``) spent per level, less their idle rate (measured first, for IDLE_S)."""
     body = {
         "model": MODEL,
         "prompt": prompt,
@@ -373,6 +424,7 @@ async def measure(
     }
     rng = random.Random(seed)
     samples: list[Sample] = []
+    cpu: list[LevelCpu] = []
     timeout = aiohttp.ClientTimeout(total=120)
     async with contextlib.AsyncExitStack() as stack:
         sessions = {
@@ -384,6 +436,9 @@ async def measure(
         for _ in range(WARMUP_PER_TARGET):  # connections, the engine's first steps
             for target in TARGETS:
                 await stream_once(sessions[target], urls[target], body)
+        idle_from = _cpu_pair(pids)
+        await asyncio.sleep(IDLE_S)
+        idle = [(b - a) / IDLE_S for a, b in zip(idle_from, _cpu_pair(pids), strict=True)]
         for concurrency in levels:
             order: list[str] = []
             for _ in range(requests):
@@ -391,19 +446,23 @@ async def measure(
                 rng.shuffle(pair)
                 order += pair
             queue = iter(enumerate(order))
-            started = time.monotonic()
+            started, cpu_from = time.monotonic(), _cpu_pair(pids)
             await asyncio.gather(
                 *(
                     _worker(queue, sessions, urls, body, concurrency, samples, started)
                     for _ in range(concurrency)
                 )
             )
+            wall = time.monotonic() - started
+            busy = [
+                after - before - rate * wall
+                for before, after, rate in zip(cpu_from, _cpu_pair(pids), idle, strict=True)
+            ]
+            cpu.append(LevelCpu(concurrency, wall, requests, *busy))
             print(
-                f"concurrency {concurrency}: {len(order)} requests in "
-                f"{time.monotonic() - started:.0f} s",
-                file=sys.stderr,
+                f"concurrency {concurrency}: {len(order)} requests in {wall:.0f} s", file=sys.stderr
             )
-    return samples
+    return samples, cpu
 
 
 # --- report --------------------------------------------------------------------------------
@@ -416,33 +475,52 @@ def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def _one_burst(sample: Sample) -> bool:
+    """The first token arrived with the last: the stream came out in one piece (on a small
+    machine, the API server or the gateway did not get a core while the engine generated)."""
+    assert sample.ttft_s is not None and sample.e2e_s is not None
+    return sample.ttft_s >= BURST_FRACTION * sample.e2e_s
+
+
 def latency_table(samples: list[Sample], levels: list[int]) -> list[str]:
     lines = [
         f"{'target':<9}{'conc':>5}{'TTFT p50':>10}{'TTFT p99':>10}{'e2e p50':>10}"
-        f"{'+TTFT p50':>11}{'+TTFT p99':>11}{'p50 ratio':>11}{'errors':>8}"
+        f"{'+TTFT p50':>11}{'+TTFT p99':>11}{'p50 ratio':>11}{'1-burst':>9}{'errors':>8}"
     ]
     for level in levels:
-        stats: dict[str, tuple[float, float]] = {}
+        base: tuple[float, float] | None = None
         for target in TARGETS:
             mine = [s for s in samples if s.target == target and s.concurrency == level]
             ok = [s for s in mine if s.error is None and s.ttft_s is not None]
             errors = len(mine) - len(ok)
             if not ok:
-                lines.append(f"{target:<9}{level:>5}{'all failed':>30}{errors:>54}")
+                lines.append(f"{target:<9}{level:>5}{'all failed':>12}{errors:>73}")
                 continue
             ttft = [1000 * s.ttft_s for s in ok if s.ttft_s is not None]
             e2e = [1000 * s.e2e_s for s in ok if s.e2e_s is not None]
             p50, p99 = _p(ttft, 50), _p(ttft, 99)
-            stats[target] = (p50, p99)
             row = f"{target:<9}{level:>5}{p50:>7.1f} ms{p99:>7.1f} ms{_p(e2e, 50):>7.1f} ms"
             if target == "direct":
+                base = (p50, p99)
                 row += f"{'baseline':>11}{'':>11}{1.0:>11.2f}"
-            elif "direct" in stats:
-                base50, base99 = stats["direct"]
-                row += f"{p50 - base50:>+8.1f} ms{p99 - base99:>+8.1f} ms{p50 / base50:>11.2f}"
+            elif base is not None:
+                row += f"{p50 - base[0]:>+8.1f} ms{p99 - base[1]:>+8.1f} ms{p50 / base[0]:>11.2f}"
             else:
                 row += f"{'':>33}"
-            lines.append(f"{row}{errors:>8}")
+            bursts = 100 * sum(map(_one_burst, ok)) / len(ok)
+            lines.append(f"{row}{bursts:>8.0f}%{errors:>8}")
+    return lines
+
+
+def cpu_table(levels: list[LevelCpu]) -> list[str]:
+    lines = [f"{'conc':>4}{'gateway':>12}{'vLLM API server':>18}{'ratio':>8}"]
+    for level in levels:
+        gateway = 1000 * level.gateway_s / level.requests
+        api_server = 1000 * level.api_server_s / (len(TARGETS) * level.requests)
+        lines.append(
+            f"{level.concurrency:>4}{gateway:>9.2f} ms{api_server:>15.2f} ms"
+            f"{gateway / api_server:>8.2f}"
+        )
     return lines
 
 
@@ -515,7 +593,10 @@ def main() -> None:
             urls = {"direct": serve.engine_url, "gateway": serve.gateway_url}
             version = str(_get_json(f"{serve.engine_url}/version")["version"])
             prompt, prompt_tokens = make_prompt(serve.engine_url, PROMPT_TOKENS)
-            samples = asyncio.run(measure(urls, prompt, args.requests, levels, args.seed))
+            pids = (serve.process.pid, serve.engine_pid)
+            samples, cpu = asyncio.run(
+                measure(urls, pids, prompt, args.requests, levels, args.seed)
+            )
     load_after = os.getloadavg()
     replica_s = serve.ready_s - serve.engine_launched_s
     print(
@@ -536,10 +617,17 @@ def main() -> None:
     )
     print(
         f"\nStreamed completions: {prompt_tokens}-token prompt, {MAX_TOKENS} tokens out "
-        f"(ignore_eos), {args.requests} per target and level, interleaved; same vLLM replica "
-        "direct and through the gateway; + = gateway minus direct"
+        f"(ignore_eos), {args.requests} per target and level, interleaved, to the same vLLM "
+        "replica\ndirect and through the gateway. + = gateway minus direct; 1-burst = streams "
+        f"whose first token came after {BURST_FRACTION:.0%} of their time"
     )
     for line in latency_table(samples, levels):
+        print(line)
+    print(
+        "\nCPU per request: process CPU time during the level, less its idle rate, per request "
+        "it handled\n(the gateway's own cost, unlike latency barely moved by contention)"
+    )
+    for line in cpu_table(cpu):
         print(line)
 
     raw = OUT / "real_engine.json"
@@ -562,6 +650,7 @@ def main() -> None:
                 "prompt": prompt,
                 "prompt_tokens": prompt_tokens,
                 "max_tokens": MAX_TOKENS,
+                "cpu": [asdict(level) for level in cpu],
                 "samples": [asdict(sample) for sample in samples],
             },
             indent=1,
