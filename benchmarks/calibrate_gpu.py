@@ -56,9 +56,16 @@ RMS_EPS = 1e-5
 
 def tiny_architecture() -> ModelArchitecture:
     """The --tiny model: Llama-shaped, 2 layers, hidden 256."""
-    shapes: dict[str, Any] = {"num_layers": 2, "hidden_size": 256, "intermediate_size": 512,
-              "num_attention_heads": 4, "num_kv_heads": 2, "head_dim": 64, "vocab_size": 1024,
-              "max_position_embeddings": 8192}
+    shapes: dict[str, Any] = {
+        "num_layers": 2,
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_attention_heads": 4,
+        "num_kv_heads": 2,
+        "head_dim": 64,
+        "vocab_size": 1024,
+        "max_position_embeddings": 8192,
+    }
     return ModelArchitecture(num_parameters=count_parameters(**shapes), **shapes)
 
 
@@ -70,8 +77,17 @@ class RandomLlama:
     ``start == 0``; a decode step is ``T == 1``.
     """
 
-    def __init__(self, torch: Any, arch: ModelArchitecture, *, device: str, dtype: Any,
-                 max_batch: int, max_len: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        torch: Any,
+        arch: ModelArchitecture,
+        *,
+        device: str,
+        dtype: Any,
+        max_batch: int,
+        max_len: int,
+        seed: int = 0,
+    ) -> None:
         self.torch, self.arch = torch, arch
         self.functional = torch.nn.functional
         torch.manual_seed(seed)
@@ -100,8 +116,10 @@ class RandomLlama:
         self.lm_head = weight(arch.vocab_size, hidden)
         cache_shape = (max_batch, kv_heads, max_len, head_dim)
         self.cache = [
-            (torch.zeros(cache_shape, device=device, dtype=dtype),
-             torch.zeros(cache_shape, device=device, dtype=dtype))
+            (
+                torch.zeros(cache_shape, device=device, dtype=dtype),
+                torch.zeros(cache_shape, device=device, dtype=dtype),
+            )
             for _ in range(arch.num_layers)
         ]
         inv_freq = 1.0 / ROPE_THETA ** (
@@ -122,8 +140,8 @@ class RandomLlama:
 
     def _rope(self, x: Any, start: int) -> Any:
         half = x.shape[-1] // 2
-        cos = self.cos[start:start + x.shape[-2]]
-        sin = self.sin[start:start + x.shape[-2]]
+        cos = self.cos[start : start + x.shape[-2]]
+        sin = self.sin[start : start + x.shape[-2]]
         x1, x2 = x[..., :half], x[..., half:]
         return self.torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
@@ -137,10 +155,10 @@ class RandomLlama:
         k = self._rope(k.view(batch, length, kv_heads, head_dim).transpose(1, 2), start)
         v = v.view(batch, length, kv_heads, head_dim).transpose(1, 2)
         cache_k, cache_v = self.cache[index]
-        cache_k[:batch, :, start:start + length] = k
-        cache_v[:batch, :, start:start + length] = v
-        keys = cache_k[:batch, :, :start + length]
-        values = cache_v[:batch, :, :start + length]
+        cache_k[:batch, :, start : start + length] = k
+        cache_v[:batch, :, start : start + length] = v
+        keys = cache_k[:batch, :, : start + length]
+        values = cache_v[:batch, :, : start + length]
         if length == 1:
             # Decode: the query heads sharing a KV head become that head's "query positions",
             # which see every cached token, so no mask and no KV repeat.
@@ -166,8 +184,15 @@ class RandomLlama:
 
 def self_check(torch: Any, device: str) -> float:
     """Largest |logit difference| between a full prefill and prefill-then-decode (tiny, fp32)."""
-    model = RandomLlama(torch, tiny_architecture(), device=device, dtype=torch.float32,
-                        max_batch=2, max_len=64, seed=1)
+    model = RandomLlama(
+        torch,
+        tiny_architecture(),
+        device=device,
+        dtype=torch.float32,
+        max_batch=2,
+        max_len=64,
+        seed=1,
+    )
     tokens = torch.randint(0, model.arch.vocab_size, (2, 33), device=device)
     full = model.forward(tokens, 0)
     model.forward(tokens[:, :32], 0)
@@ -233,49 +258,79 @@ class Row:
         return statistics.median(self.times_s)
 
 
-def measure(torch: Any, model: RandomLlama, args: argparse.Namespace,
-            shipped: ReplicaPerformance, kernels: ReplicaPerformance) -> list[Row]:
+def measure(
+    torch: Any,
+    model: RandomLlama,
+    args: argparse.Namespace,
+    shipped: ReplicaPerformance,
+    kernels: ReplicaPerformance,
+) -> list[Row]:
     arch, spec, device = model.arch, shipped.accelerator, args.device
     graph = device == "cuda" and not args.eager
     rows: list[Row] = []
     prompt = torch.randint(0, arch.vocab_size, (1, args.prompt_tokens), device=device)
     times = timed(torch, device, runner(torch, model, prompt, 0, graph), args.warmup, args.iters)
-    flops = (2.0 * arch.num_parameters * args.prompt_tokens
-             + 2.0 * arch.num_layers * args.prompt_tokens**2 * arch.num_attention_heads
-             * arch.head_dim)
+    flops = (
+        2.0 * arch.num_parameters * args.prompt_tokens
+        + 2.0 * arch.num_layers * args.prompt_tokens**2 * arch.num_attention_heads * arch.head_dim
+    )
     rate = flops / statistics.median(times)
-    rows.append(Row("prefill", 1, args.prompt_tokens, times,
-                    shipped.prefill_seconds(args.prompt_tokens),
-                    kernels.prefill_seconds(args.prompt_tokens),
-                    rate / 1e12, "TFLOP/s", rate / (spec.bf16_tflops * 1e12)))
+    rows.append(
+        Row(
+            "prefill",
+            1,
+            args.prompt_tokens,
+            times,
+            shipped.prefill_seconds(args.prompt_tokens),
+            kernels.prefill_seconds(args.prompt_tokens),
+            rate / 1e12,
+            "TFLOP/s",
+            rate / (spec.bf16_tflops * 1e12),
+        )
+    )
     for batch in args.batches:
         step = torch.randint(0, arch.vocab_size, (batch, 1), device=device)
-        times = timed(torch, device, runner(torch, model, step, args.context, graph),
-                      args.warmup, args.iters)
-        read = (arch.num_parameters * 2.0
-                + batch * args.context * arch.kv_bytes_per_token())
+        times = timed(
+            torch, device, runner(torch, model, step, args.context, graph), args.warmup, args.iters
+        )
+        read = arch.num_parameters * 2.0 + batch * args.context * arch.kv_bytes_per_token()
         rate = read / statistics.median(times)
-        rows.append(Row("decode", batch, args.context, times,
-                        shipped.decode_step_seconds(batch, args.context),
-                        kernels.decode_step_seconds(batch, args.context),
-                        rate / 1e9, "GB/s", rate / (spec.memory_bandwidth_gbps * 1e9)))
+        rows.append(
+            Row(
+                "decode",
+                batch,
+                args.context,
+                times,
+                shipped.decode_step_seconds(batch, args.context),
+                kernels.decode_step_seconds(batch, args.context),
+                rate / 1e9,
+                "GB/s",
+                rate / (spec.memory_bandwidth_gbps * 1e9),
+            )
+        )
     return rows
 
 
 def print_table(card: str, rows: list[Row]) -> None:
     print(f"\n{card}: measured (median) vs predicted by nodes.performance")
-    header = (f"{'pass':8} {'batch':>5} {'tokens':>6} {'measured ms':>11} {'predicted':>9} "
-              f"{'pred/meas':>9} {'kernels-only':>12} {'pred/meas':>9} {'achieved':>16} {'eff':>5}")
+    header = (
+        f"{'pass':8} {'batch':>5} {'tokens':>6} {'measured ms':>11} {'predicted':>9} "
+        f"{'pred/meas':>9} {'kernels-only':>12} {'pred/meas':>9} {'achieved':>16} {'eff':>5}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         measured = row.median_s
-        print(f"{row.phase:8} {row.batch:5d} {row.tokens:6d} {measured * 1e3:11.2f} "
-              f"{row.predicted_s * 1e3:9.2f} {row.predicted_s / measured:9.2f} "
-              f"{row.kernels_only_s * 1e3:12.2f} {row.kernels_only_s / measured:9.2f} "
-              f"{row.achieved:9.1f} {row.achieved_unit:>6} {row.efficiency:5.2f}")
-    print("eff: achieved / datasheet (prefill: FLOP rate, decode: bytes read of weights + KV); "
-          "the model assumes 0.65 and 0.80.")
+        print(
+            f"{row.phase:8} {row.batch:5d} {row.tokens:6d} {measured * 1e3:11.2f} "
+            f"{row.predicted_s * 1e3:9.2f} {row.predicted_s / measured:9.2f} "
+            f"{row.kernels_only_s * 1e3:12.2f} {row.kernels_only_s / measured:9.2f} "
+            f"{row.achieved:9.1f} {row.achieved_unit:>6} {row.efficiency:5.2f}"
+        )
+    print(
+        "eff: achieved / datasheet (prefill: FLOP rate, decode: bytes read of weights + KV); "
+        "the model assumes 0.65 and 0.80."
+    )
 
 
 def fail(message: str) -> int:
@@ -300,17 +355,25 @@ def _matching_gpu(torch: Any, gpus: tuple[GpuInfo, ...]) -> GpuInfo:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/out/"
-                        "calibration-<card>.json)")
+    parser.add_argument(
+        "--out", type=Path, help="JSON output (default benchmarks/out/calibration-<card>.json)"
+    )
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--tiny", action="store_true",
-                        help="a 2-layer, hidden-256 model: exercises the code, predicts nothing")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a 2-layer, hidden-256 model: exercises the code, predicts nothing",
+    )
     parser.add_argument("--iters", type=int, default=20, help="timed repetitions (median)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--prompt-tokens", type=int, default=1024)
     parser.add_argument("--context", type=int, default=1024, help="cached tokens per decode")
-    parser.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")],
-                        default=[1, 8, 32], help="decode batch sizes, comma-separated")
+    parser.add_argument(
+        "--batches",
+        type=lambda s: [int(b) for b in s.split(",")],
+        default=[1, 8, 32],
+        help="decode batch sizes, comma-separated",
+    )
     parser.add_argument("--eager", action="store_true", help="no CUDA graphs")
     return parser.parse_args(argv)
 
@@ -333,18 +396,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         return fail(f"PyTorch {torch.__version__} cannot use the GPU (a CPU-only build?)")
 
-    record: dict[str, Any] = {"command": [sys.executable, *sys.argv], "torch": torch.__version__,
-                              "device": args.device, "tiny": args.tiny}
+    record: dict[str, Any] = {
+        "command": [sys.executable, *sys.argv],
+        "torch": torch.__version__,
+        "device": args.device,
+        "tiny": args.tiny,
+    }
     if hardware is not None:
         gpu = _matching_gpu(torch, hardware.gpus)
         spec, _ = catalog_entry(gpu)
-        probe = {"driver": driver, "gpus": [_gpu_json(g) for g in hardware.gpus],
-                 "declared": f"{hardware.count}x {hardware.accelerator.name}",
-                 "ray_type": hardware.ray_type, "nvlink_islands": hardware.nvlink_islands,
-                 "warnings": hardware.warnings}
+        probe = {
+            "driver": driver,
+            "gpus": [_gpu_json(g) for g in hardware.gpus],
+            "declared": f"{hardware.count}x {hardware.accelerator.name}",
+            "ray_type": hardware.ray_type,
+            "nvlink_islands": hardware.nvlink_islands,
+            "warnings": hardware.warnings,
+        }
         print(json.dumps(probe, indent=2))
-        record.update(card=spec.name, nvml_name=gpu.name, driver=driver, cuda=torch.version.cuda,
-                      device_name=torch.cuda.get_device_name(0), probe=probe)
+        record.update(
+            card=spec.name,
+            nvml_name=gpu.name,
+            driver=driver,
+            cuda=torch.version.cuda,
+            device_name=torch.cuda.get_device_name(0),
+            probe=probe,
+        )
     else:
         spec = cpu_accelerator_for(LinuxCpuProbe().cpu())
         record.update(card="cpu", device_name=platform.processor() or platform.machine())
@@ -356,22 +433,40 @@ def main(argv: list[str] | None = None) -> int:
 
     arch = tiny_architecture() if args.tiny else catalog_model("llama-3.1-8b").architecture
     max_len = max(args.prompt_tokens, args.context + 1)
-    model = RandomLlama(torch, arch, device=args.device, dtype=torch.bfloat16,
-                        max_batch=max(args.batches), max_len=max_len)
+    model = RandomLlama(
+        torch,
+        arch,
+        device=args.device,
+        dtype=torch.bfloat16,
+        max_batch=max(args.batches),
+        max_len=max_len,
+    )
     if model.parameter_count() != arch.num_parameters:
         return fail(f"built {model.parameter_count()} weights, expected {arch.num_parameters}")
     shipped = replica_performance(arch, Dtype.BF16, spec)
-    kernels = replica_performance(arch, Dtype.BF16, spec, constants=dataclasses.replace(
-        shipped.constants, step_overhead_s=0.0, prefill_overhead_s=0.0,
-        step_overhead_per_seq_s=0.0))
+    kernels = replica_performance(
+        arch,
+        Dtype.BF16,
+        spec,
+        constants=dataclasses.replace(
+            shipped.constants,
+            step_overhead_s=0.0,
+            prefill_overhead_s=0.0,
+            step_overhead_per_seq_s=0.0,
+        ),
+    )
     with torch.inference_mode():
         rows = measure(torch, model, args, shipped, kernels)
     print_table(f"{record['card']} ({record['device_name']})", rows)
 
     record.update(
-        spec=dataclasses.asdict(spec), model=arch.model_dump(), dtype="bfloat16",
-        cuda_graphs=args.device == "cuda" and not args.eager, iters=args.iters,
-        warmup=args.warmup, fits=shipped.fits,
+        spec=dataclasses.asdict(spec),
+        model=arch.model_dump(),
+        dtype="bfloat16",
+        cuda_graphs=args.device == "cuda" and not args.eager,
+        iters=args.iters,
+        warmup=args.warmup,
+        fits=shipped.fits,
         rows=[{**dataclasses.asdict(row), "median_s": row.median_s} for row in rows],
     )
     card = re.sub(r"[^A-Za-z0-9._-]+", "-", str(record["card"]))

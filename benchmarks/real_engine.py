@@ -21,10 +21,11 @@ measured in the same run.
 Reading the latency table on a small machine: vLLM's CPU build binds its model worker to one
 core and leaves the rest to everything else (its API server and engine loop, the gateway, Ray,
 this client). On 2 cores that is one core for all of them, so a stream often reaches the
-client in one piece after the last token ("1-burst"), and the gateway's extra process makes
-that likelier: there the added TTFT measures contention for that core more than the
-gateway's own code. Compare runs only on the same machine. Needs the ``cpu`` extra; about
-3 minutes on a 2-core machine with the defaults.
+client in one piece after the last token ("1-burst"), and TTFT measures who got that core as
+much as anyone's code; the CPU table is the steadier measure of the gateway's own cost.
+``gearshift serve`` runs in its own session, so that the kernel's per-session CPU groups do not
+charge this client's load to the gateway. Compare runs only on the same machine. Needs the
+``cpu`` extra; about 3 minutes on a 2-core machine with the defaults.
 """
 
 from __future__ import annotations
@@ -256,7 +257,11 @@ def gearshift_serve(config: Path, tmp: Path) -> Iterator[Serve]:
     env = {**os.environ, session_file.ENVVAR: str(session)}
     started = time.monotonic()
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # Its own session, like the engines: with the kernel's per-session CPU groups
+        # (autogroup), the gateway would otherwise share one CPU share with this client.
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     spawned: dict[int, str] = {}
     snapshot = started
     try:

@@ -40,10 +40,15 @@ class EfficiencyConstants:
     def __post_init__(self) -> None:
         if not (0 < self.bandwidth_efficiency <= 1 and 0 < self.compute_efficiency <= 1):
             raise ValueError("efficiencies must lie in (0, 1]")
-        if min(
-            self.step_overhead_s, self.prefill_overhead_s, self.tp_allreduce_s_per_layer,
-            self.step_overhead_per_seq_s,
-        ) < 0:
+        if (
+            min(
+                self.step_overhead_s,
+                self.prefill_overhead_s,
+                self.tp_allreduce_s_per_layer,
+                self.step_overhead_per_seq_s,
+            )
+            < 0
+        ):
             raise ValueError("overheads must be >= 0")
 
 
@@ -84,22 +89,26 @@ CPU_PREFILL_OVERHEAD_S = 20.0e-3
 # and MLP output). ~8 µs each for vLLM's custom all-reduce over NVLink, ~12 µs over xGMI, ~30 µs
 # for NCCL over PCIe, ~50 µs through shared memory between CPU sockets [U, estimates; Vidur's
 # network CSVs hold measured values for A100/H100 NVLink].
-TP_ALLREDUCE_S_PER_LAYER: Mapping[str, float] = MappingProxyType({
-    "nvlink": 16e-6,
-    "xgmi": 24e-6,
-    "pcie": 60e-6,
-    "none": 100e-6,
-})
+TP_ALLREDUCE_S_PER_LAYER: Mapping[str, float] = MappingProxyType(
+    {
+        "nvlink": 16e-6,
+        "xgmi": 24e-6,
+        "pcie": 60e-6,
+        "none": 100e-6,
+    }
+)
 
 # Memory vLLM holds outside weights and KV cache, per device: a fixed part (CUDA context, CUDA
 # graphs, NCCL buffers, allocator slack on GPUs; the Python process and oneDNN workspaces on CPUs)
 # plus the activation peak of its profiling pass over ``max_num_batched_tokens`` tokens (gate/up
 # output 2 x intermediate / tp plus ~4 hidden-wide buffers, 16-bit) and fp32 logits for
 # ``max_num_seqs`` sequences. 8,192 and 256 are vLLM's defaults [V vLLM engine args].
-FIXED_RESERVE_GIB: Mapping[AcceleratorKind, float] = MappingProxyType({
-    AcceleratorKind.GPU: 1.0,
-    AcceleratorKind.CPU: 2.0,
-})
+FIXED_RESERVE_GIB: Mapping[AcceleratorKind, float] = MappingProxyType(
+    {
+        AcceleratorKind.GPU: 1.0,
+        AcceleratorKind.CPU: 2.0,
+    }
+)
 PROFILE_BATCHED_TOKENS = 8192
 PROFILE_MAX_SEQS = 256
 ACTIVATION_BYTES = 2.0
@@ -113,12 +122,20 @@ def efficiency_for(accelerator: AcceleratorSpec) -> EfficiencyConstants:
     allreduce = TP_ALLREDUCE_S_PER_LAYER[accelerator.interconnect]
     if accelerator.kind is AcceleratorKind.CPU:
         return EfficiencyConstants(
-            CPU_BANDWIDTH_EFFICIENCY, CPU_COMPUTE_EFFICIENCY, CPU_STEP_OVERHEAD_S,
-            CPU_PREFILL_OVERHEAD_S, allreduce, CPU_STEP_OVERHEAD_PER_SEQ_S,
+            CPU_BANDWIDTH_EFFICIENCY,
+            CPU_COMPUTE_EFFICIENCY,
+            CPU_STEP_OVERHEAD_S,
+            CPU_PREFILL_OVERHEAD_S,
+            allreduce,
+            CPU_STEP_OVERHEAD_PER_SEQ_S,
         )
     return EfficiencyConstants(
-        GPU_BANDWIDTH_EFFICIENCY, GPU_COMPUTE_EFFICIENCY, GPU_STEP_OVERHEAD_S,
-        GPU_PREFILL_OVERHEAD_S, allreduce, GPU_STEP_OVERHEAD_PER_SEQ_S,
+        GPU_BANDWIDTH_EFFICIENCY,
+        GPU_COMPUTE_EFFICIENCY,
+        GPU_STEP_OVERHEAD_S,
+        GPU_PREFILL_OVERHEAD_S,
+        allreduce,
+        GPU_STEP_OVERHEAD_PER_SEQ_S,
     )
 
 
@@ -207,8 +224,12 @@ class ReplicaPerformance:
         kv_read = batch_size * mean_context_tokens * self.kv_bytes_per_token
         memory = (self._weight_bytes + kv_read) / self._bandwidth
         attention_flops = (
-            4.0 * arch.num_layers * batch_size * mean_context_tokens
-            * arch.num_attention_heads * arch.head_dim
+            4.0
+            * arch.num_layers
+            * batch_size
+            * mean_context_tokens
+            * arch.num_attention_heads
+            * arch.head_dim
         )
         compute = (2.0 * arch.num_parameters * batch_size + attention_flops) / self._flops
         constants = self.constants
@@ -279,8 +300,7 @@ def replica_performance(
     _require(kv_dtype_bytes > 0, "kv_dtype_bytes must be > 0")
     kv_heads_per_device = math.ceil(architecture.num_kv_heads / tensor_parallel)
     kv_bytes_per_device = (
-        2.0 * architecture.num_layers * kv_heads_per_device * architecture.head_dim
-        * kv_dtype_bytes
+        2.0 * architecture.num_layers * kv_heads_per_device * architecture.head_dim * kv_dtype_bytes
     )
     weights_gib = architecture.num_parameters * bytes_per_param(dtype) / tensor_parallel / GIB
     reserve = _reserve_gib(architecture, accelerator.kind, tensor_parallel)
@@ -300,7 +320,7 @@ def replica_performance(
 
 
 def _reserve_gib(arch: ModelArchitecture, kind: AcceleratorKind, tensor_parallel: int) -> float:
-    per_token = (2 * arch.intermediate_size / tensor_parallel + 4 * arch.hidden_size)
+    per_token = 2 * arch.intermediate_size / tensor_parallel + 4 * arch.hidden_size
     activations = PROFILE_BATCHED_TOKENS * per_token * ACTIVATION_BYTES
     logits = PROFILE_MAX_SEQS * arch.vocab_size * LOGIT_BYTES
     return FIXED_RESERVE_GIB[kind] + (activations + logits) / GIB

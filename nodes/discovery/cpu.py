@@ -143,8 +143,11 @@ def cpu_info_from_proc(
         architecture, raw_flags, known = "aarch64", first["Features"], ARM_FLAGS
     else:
         architecture, raw_flags, known = "unknown", "", frozenset()
-    cores = {(p["physical id"], p["core id"]) for p in processors
-             if "physical id" in p and "core id" in p}
+    cores = {
+        (p["physical id"], p["core id"])
+        for p in processors
+        if "physical id" in p and "core id" in p
+    }
     return CpuInfo(
         architecture=architecture,
         model_name=_model_name(first),
@@ -210,8 +213,10 @@ def vllm_cpu_support(info: CpuInfo) -> tuple[bool, list[str]]:
         if "avx2" not in flags:
             return False, ["no AVX2: vLLM's CPU backend needs AVX2 at least (AVX-512 recommended)"]
         if "avx512f" not in flags:
-            notes = ["AVX2 only: vLLM runs, but AVX-512 (avx512f) is recommended; GEMMs and "
-                     "attention run at about half the vector width"]
+            notes = [
+                "AVX2 only: vLLM runs, but AVX-512 (avx512f) is recommended; GEMMs and "
+                "attention run at about half the vector width"
+            ]
         else:
             notes = ["AVX-512 (avx512f) present, as vLLM recommends"]
         if "avx512_bf16" in flags:

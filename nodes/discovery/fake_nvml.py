@@ -34,37 +34,43 @@ class NvmlCard:
 
 
 # Every NVIDIA GPU of the catalog, keyed by a short id; several ids may map to one entry.
-CARDS: Mapping[str, NvmlCard] = MappingProxyType({
-    "a100-sxm4-40gb": NvmlCard("NVIDIA A100-SXM4-40GB", 40960, (8, 0)),
-    "a100-pcie-40gb": NvmlCard("NVIDIA A100-PCIE-40GB", 40960, (8, 0)),
-    "a100-sxm4-80gb": NvmlCard("NVIDIA A100-SXM4-80GB", 81920, (8, 0)),
-    "a100-80gb-pcie": NvmlCard("NVIDIA A100 80GB PCIe", 81920, (8, 0)),
-    "h100-sxm": NvmlCard("NVIDIA H100 80GB HBM3", 81559, (9, 0)),
-    "h100-pcie": NvmlCard("NVIDIA H100 PCIe", 81559, (9, 0)),
-    "h200": NvmlCard("NVIDIA H200", 143771, (9, 0)),
-    "b200": NvmlCard("NVIDIA B200", 183359, (10, 0)),
-    "l40s": NvmlCard("NVIDIA L40S", 46068, (8, 9)),
-    "l4": NvmlCard("NVIDIA L4", 23034, (8, 9)),
-    "a10g": NvmlCard("NVIDIA A10G", 23028, (8, 6)),
-    "t4": NvmlCard("Tesla T4", 15360, (7, 5)),
-    "v100-sxm2-16gb": NvmlCard("Tesla V100-SXM2-16GB", 16160, (7, 0)),  # [U]
-    "v100-sxm2-32gb": NvmlCard("Tesla V100-SXM2-32GB", 32510, (7, 0)),  # [U]
-    "rtx-4090": NvmlCard("NVIDIA GeForce RTX 4090", 24564, (8, 9)),
-})
+CARDS: Mapping[str, NvmlCard] = MappingProxyType(
+    {
+        "a100-sxm4-40gb": NvmlCard("NVIDIA A100-SXM4-40GB", 40960, (8, 0)),
+        "a100-pcie-40gb": NvmlCard("NVIDIA A100-PCIE-40GB", 40960, (8, 0)),
+        "a100-sxm4-80gb": NvmlCard("NVIDIA A100-SXM4-80GB", 81920, (8, 0)),
+        "a100-80gb-pcie": NvmlCard("NVIDIA A100 80GB PCIe", 81920, (8, 0)),
+        "h100-sxm": NvmlCard("NVIDIA H100 80GB HBM3", 81559, (9, 0)),
+        "h100-pcie": NvmlCard("NVIDIA H100 PCIe", 81559, (9, 0)),
+        "h200": NvmlCard("NVIDIA H200", 143771, (9, 0)),
+        "b200": NvmlCard("NVIDIA B200", 183359, (10, 0)),
+        "l40s": NvmlCard("NVIDIA L40S", 46068, (8, 9)),
+        "l4": NvmlCard("NVIDIA L4", 23034, (8, 9)),
+        "a10g": NvmlCard("NVIDIA A10G", 23028, (8, 6)),
+        "t4": NvmlCard("Tesla T4", 15360, (7, 5)),
+        "v100-sxm2-16gb": NvmlCard("Tesla V100-SXM2-16GB", 16160, (7, 0)),  # [U]
+        "v100-sxm2-32gb": NvmlCard("Tesla V100-SXM2-32GB", 32510, (7, 0)),  # [U]
+        "rtx-4090": NvmlCard("NVIDIA GeForce RTX 4090", 24564, (8, 9)),
+    }
+)
 
 # Cards the catalog lacks; ``catalog_entry`` derives a spec for them.
-UNLISTED_CARDS: Mapping[str, NvmlCard] = MappingProxyType({
-    "rtx-a6000": NvmlCard("NVIDIA RTX A6000", 49140, (8, 6)),
-    "h20": NvmlCard("NVIDIA H20", 97871, (9, 0)),  # [U]
-    "h100-nvl": NvmlCard("NVIDIA H100 NVL", 95830, (9, 0)),  # [U]
-    "rtx-5090": NvmlCard("NVIDIA GeForce RTX 5090", 32607, (12, 0)),  # [U]
-})
+UNLISTED_CARDS: Mapping[str, NvmlCard] = MappingProxyType(
+    {
+        "rtx-a6000": NvmlCard("NVIDIA RTX A6000", 49140, (8, 6)),
+        "h20": NvmlCard("NVIDIA H20", 97871, (9, 0)),  # [U]
+        "h100-nvl": NvmlCard("NVIDIA H100 NVL", 95830, (9, 0)),  # [U]
+        "rtx-5090": NvmlCard("NVIDIA GeForce RTX 5090", 32607, (12, 0)),  # [U]
+    }
+)
 
 # NVML cannot see AMD cards. This is the product name amd-smi reports, for testing the name
 # mapping; (9, 4) stands for the gfx942 ISA, not a CUDA capability.
-AMD_CARDS: Mapping[str, NvmlCard] = MappingProxyType({
-    "mi300x": NvmlCard("AMD Instinct MI300X", 196592, (9, 4)),  # [U]
-})
+AMD_CARDS: Mapping[str, NvmlCard] = MappingProxyType(
+    {
+        "mi300x": NvmlCard("AMD Instinct MI300X", 196592, (9, 4)),  # [U]
+    }
+)
 
 # PCI bus numbers of the eight GPUs on an HGX H100 board, as nvidia-smi lists them [U].
 _HGX_BUSES = (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)

@@ -263,7 +263,8 @@ def describe_gpus(probe: GpuProbe) -> NodeHardware | None:
     if len(by_type) > 1:
         others = "; ".join(
             f"{len(group)}x {name} (GPU {', '.join(str(gpu.index) for gpu in group)})"
-            for name, group in by_type.items() if name != chosen
+            for name, group in by_type.items()
+            if name != chosen
         )
         warnings.append(
             f"GPUs of several types: declaring {len(mine)}x {chosen}, also present {others}. "

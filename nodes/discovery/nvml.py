@@ -152,8 +152,11 @@ def _nvlink_peers(nvml: NvmlLibrary, handles: Sequence[object]) -> list[set[int]
 
 def _absent(nvml: NvmlLibrary) -> tuple[type[Exception], ...]:
     """NVML errors that mean "this card or driver has no such feature"."""
-    return (nvml.NVMLError_NotSupported, nvml.NVMLError_InvalidArgument,
-            nvml.NVMLError_FunctionNotFound)
+    return (
+        nvml.NVMLError_NotSupported,
+        nvml.NVMLError_InvalidArgument,
+        nvml.NVMLError_FunctionNotFound,
+    )
 
 
 def _text(value: str | bytes) -> str:

@@ -139,11 +139,13 @@ class EngineProxy:
         tier_bytes = json.dumps(tier).encode()
         first_byte: float | None = None
         status = 200
+        finished = False
         try:
             async for line in upstream.content:
                 if first_byte is None:
                     first_byte = time.perf_counter() - started
                 yield _splice_tier(line, tier_bytes) if line.startswith(b"data: {") else line
+            finished = True
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Headers are gone already: end with an SSE error event and no [DONE], so clients
             # see a failure instead of a silently truncated answer.
@@ -158,9 +160,12 @@ class EngineProxy:
             }
             yield b"data: " + json.dumps(error).encode() + b"\n\n"
         finally:
-            # On client disconnect this runs on cancellation: closing the upstream connection
-            # makes the engine abort the request and free its KV cache.
-            upstream.close()
+            if finished:
+                upstream.release()  # read to the end: the connection goes back to the pool
+            else:
+                # Client gone (this runs on cancellation) or engine failed: closing the
+                # connection makes the engine abort the request and free its KV cache.
+                upstream.close()
             self._table.release(endpoint.replica_id)
             on_outcome(Outcome(endpoint, status, first_byte))
 

@@ -106,8 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info(
             "sim engine serving %s as %d x %s on http://%s:%d "
             "(kv_capacity_tokens=%d, max_num_seqs=%d, time_scale=%g, pid=%d)",
-            spec.served_model_name, spec.tensor_parallel, spec.accelerator, args.host, port,
-            step_model.kv_capacity_tokens, spec.max_num_seqs, spec.time_scale, os.getpid(),
+            spec.served_model_name,
+            spec.tensor_parallel,
+            spec.accelerator,
+            args.host,
+            port,
+            step_model.kv_capacity_tokens,
+            spec.max_num_seqs,
+            spec.time_scale,
+            os.getpid(),
         )
 
     config = uvicorn.Config(

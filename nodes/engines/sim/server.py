@@ -244,8 +244,9 @@ def _log_death(task: asyncio.Task[None]) -> None:
 # -- errors ------------------------------------------------------------------------------------
 
 
-def _error(status: HTTPStatus, message: str, *, error_type: str | None = None,
-           param: str | None = None) -> JSONResponse:
+def _error(
+    status: HTTPStatus, message: str, *, error_type: str | None = None, param: str | None = None
+) -> JSONResponse:
     envelope = {
         "message": message,
         "type": error_type or status.phrase,
@@ -298,5 +299,3 @@ class _EngineHeader:
             await send(message)
 
         await self._app(scope, receive, send_with_header)
-
-
