@@ -15,6 +15,7 @@ from scheduler.cli.inventory_cmd import inventory
 from scheduler.cli.node_cmd import app as node_app
 from scheduler.cli.perf_cmd import perf
 from scheduler.cli.serve_cmd import serve
+from scheduler.cli.simulate_cmd import simulate
 from scheduler.cli.status_cmd import status
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.command("inventory")(inventory)
 app.command("catalog")(catalog)
 app.command("perf")(perf)
 app.command("serve")(serve)
+app.command("simulate")(simulate)
 app.command("status")(status)
 
 

@@ -14,19 +14,54 @@ from nodes.models import MODELS
 from scheduler.cli import app
 
 GPU_TYPES = {
-    "A100-40GB", "A100-80GB", "H100-SXM", "H100-PCIe", "H200", "B200", "L40S", "L4", "A10G",
-    "T4", "V100", "RTX-4090", "MI300X",
+    "A100-40GB",
+    "A100-80GB",
+    "H100-SXM",
+    "H100-PCIe",
+    "H200",
+    "B200",
+    "L40S",
+    "L4",
+    "A10G",
+    "T4",
+    "V100",
+    "RTX-4090",
+    "MI300X",
 }
 REQUIRED_MODELS = {"llama-2-7b", "llama-3.1-8b", "llama-3.1-70b", "qwen2.5-0.5b", "mistral-7b"}
 ACCELERATOR_KEYS = {
-    "type", "name", "kind", "vendor", "memory_gib", "memory_bandwidth_gbps", "bf16_tflops",
-    "fp8_tflops", "price_per_hour", "price_source", "ray_type", "interconnect", "supports_bf16",
-    "calibrated", "cores", "aliases",
+    "type",
+    "name",
+    "kind",
+    "vendor",
+    "memory_gib",
+    "memory_bandwidth_gbps",
+    "bf16_tflops",
+    "fp8_tflops",
+    "price_per_hour",
+    "price_source",
+    "ray_type",
+    "interconnect",
+    "supports_bf16",
+    "calibrated",
+    "cores",
+    "aliases",
 }
 MODEL_KEYS = {
-    "type", "name", "hf_id", "num_parameters", "params_billions", "num_layers", "hidden_size",
-    "num_attention_heads", "num_kv_heads", "head_dim", "max_context", "default_dtype",
-    "bf16_weights_gib", "kv_kib_per_token",
+    "type",
+    "name",
+    "hf_id",
+    "num_parameters",
+    "params_billions",
+    "num_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_kv_heads",
+    "head_dim",
+    "max_context",
+    "default_dtype",
+    "bf16_weights_gib",
+    "kv_kib_per_token",
 }
 
 

@@ -76,8 +76,18 @@ def test_figures_are_the_performance_models(
     model: str, card: str, tp: int, batch: int, context: int, prompt: int
 ) -> None:
     report = perf_json(
-        "-m", model, "-a", card, "--tp", str(tp), "--batch", str(batch),
-        "--context", str(context), "--prompt", str(prompt),
+        "-m",
+        model,
+        "-a",
+        card,
+        "--tp",
+        str(tp),
+        "--batch",
+        str(batch),
+        "--context",
+        str(context),
+        "--prompt",
+        str(prompt),
     )
     entry = catalog_model(model)
     replica = replica_performance(entry.architecture, entry.default_dtype, accelerator(card), tp)
