@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,24 +16,16 @@ def inventory(
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help=OUTPUT_OPTION_HELP)
     ] = OutputFormat.TABLE,
-    admin_url: Annotated[str | None, typer.Option(help="Admin API URL.")] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="GEARSHIFT_ADMIN_TOKEN", help="Admin API token.")
-    ] = None,
-    session: Annotated[
-        Path,
-        typer.Option("--session-file", envvar=session_file.ENVVAR, help="Serve session file."),
-    ] = session_file.DEFAULT_PATH,
+    admin_url: session_file.AdminUrlOption = None,
+    token: session_file.TokenOption = None,
+    session: session_file.SessionOption = session_file.DEFAULT_PATH,
 ) -> None:
     """List the cluster's nodes as the controller sees them.
 
     Example: gearshift inventory -o yaml
     """
     try:
-        if admin_url is None or token is None:
-            found = session_file.read(session)
-            admin_url, token = admin_url or found.admin_url, token or found.admin_token
-        nodes = fetch_status(admin_url, token)["nodes"]
+        nodes = fetch_status(*session_file.admin_target(admin_url, token, session))["nodes"]
     except ControlPlaneError as exc:
         fail(str(exc))
     emit(

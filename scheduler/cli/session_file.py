@@ -7,11 +7,25 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from scheduler.errors import ControlPlaneError
 
 DEFAULT_PATH = Path.home() / ".gearshift" / "serve.json"
 ENVVAR = "GEARSHIFT_SESSION_FILE"
+
+
+AdminUrlOption = Annotated[
+    str | None, typer.Option("--admin-url", help="Admin API URL; from the session file if unset.")
+]
+TokenOption = Annotated[
+    str | None, typer.Option(envvar="GEARSHIFT_ADMIN_TOKEN", help="Admin API token.")
+]
+SessionOption = Annotated[
+    Path, typer.Option("--session-file", envvar=ENVVAR, help="Serve session file.")
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +65,11 @@ def remove(path: Path, pid: int) -> None:
             path.unlink()
     except (ControlPlaneError, OSError):
         pass
+
+
+def admin_target(admin_url: str | None, token: str | None, path: Path) -> tuple[str, str]:
+    """The admin URL and token: as given, else from the running serve's session file."""
+    if admin_url is not None and token is not None:
+        return admin_url, token
+    found = read(path)
+    return admin_url or found.admin_url, token or found.admin_token

@@ -6,7 +6,6 @@ import json
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,27 +20,16 @@ def status(
     output: Annotated[
         OutputFormat, typer.Option("--output", "-o", help=OUTPUT_OPTION_HELP)
     ] = OutputFormat.TABLE,
-    admin_url: Annotated[
-        str | None, typer.Option(help="Admin API URL; read from the session file if unset.")
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="GEARSHIFT_ADMIN_TOKEN", help="Admin API token.")
-    ] = None,
-    session: Annotated[
-        Path,
-        typer.Option("--session-file", envvar=session_file.ENVVAR, help="Serve session file."),
-    ] = session_file.DEFAULT_PATH,
+    admin_url: session_file.AdminUrlOption = None,
+    token: session_file.TokenOption = None,
+    session: session_file.SessionOption = session_file.DEFAULT_PATH,
 ) -> None:
     """Show what runs where, what it costs, and whether it is healthy.
 
     Example: gearshift status -o json
     """
     try:
-        if admin_url is None or token is None:
-            found = session_file.read(session)
-            admin_url = admin_url or found.admin_url
-            token = token or found.admin_token
-        document = fetch_status(admin_url, token)
+        document = fetch_status(*session_file.admin_target(admin_url, token, session))
     except ControlPlaneError as exc:
         fail(str(exc))
     emit(document, output, lambda: _tables(document))

@@ -139,13 +139,11 @@ class EngineProxy:
         tier_bytes = json.dumps(tier).encode()
         first_byte: float | None = None
         status = 200
-        finished = False
         try:
             async for line in upstream.content:
                 if first_byte is None:
                     first_byte = time.perf_counter() - started
                 yield _splice_tier(line, tier_bytes) if line.startswith(b"data: {") else line
-            finished = True
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Headers are gone already: end with an SSE error event and no [DONE], so clients
             # see a failure instead of a silently truncated answer.
@@ -160,12 +158,11 @@ class EngineProxy:
             }
             yield b"data: " + json.dumps(error).encode() + b"\n\n"
         finally:
-            if finished:
-                upstream.release()  # read to the end: the connection goes back to the pool
-            else:
-                # Client gone (this runs on cancellation) or engine failed: closing the
-                # connection makes the engine abort the request and free its KV cache.
-                upstream.close()
+            # Closing the connection is how a vanished client (this runs on cancellation)
+            # makes the engine abort the request and free its KV cache. A stream read to its
+            # end could go back to the pool instead; reusing it made a CI run hang once
+            # (test_real_vllm), so every stream closes its connection until that is understood.
+            upstream.close()
             self._table.release(endpoint.replica_id)
             on_outcome(Outcome(endpoint, status, first_byte))
 
