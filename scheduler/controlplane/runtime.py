@@ -60,10 +60,6 @@ class _ControllerOwner:
             raise ControlPlaneError("the runtime is not started")
         return RayFleetStateSource(self.controller)
 
-    def fleet_state(self, timeout_s: float = 10.0) -> FleetState:
-        state: FleetState = ray.get(self.controller.fleet_state.remote(), timeout=timeout_s)
-        return state
-
     def _stop_controller(self) -> None:
         if self.controller is not None and ray.is_initialized():
             # On failure the caller's cleanup (cluster shutdown) takes whatever is left.

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scheduler.gateway.endpoints import EndpointTable
-from scheduler.gateway.http_errors import error_response
+from scheduler.gateway.http_errors import unauthorized
 
 
 def create_admin_app(table: EndpointTable, token: str) -> Starlette:
@@ -27,12 +27,7 @@ def create_admin_app(table: EndpointTable, token: str) -> Starlette:
 
     async def status(request: Request) -> Response:
         if not authorized(request):
-            return error_response(
-                401,
-                "Missing or wrong admin token.",
-                "invalid_request_error",
-                code="invalid_api_key",
-            )
+            return unauthorized()
         document = table.state.status_document()
         for replica in document["replicas"]:
             replica["load"] = asdict(table.load(replica["replica_id"]))

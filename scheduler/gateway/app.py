@@ -24,7 +24,12 @@ from scheduler.errors import GearshiftError, ModelNotFound, NoCapacity, RequestT
 from scheduler.framework.routing import Cycle, RouteRequest
 from scheduler.gateway.classify import classify
 from scheduler.gateway.endpoints import EndpointTable
-from scheduler.gateway.http_errors import domain_error_response, error_response
+from scheduler.gateway.http_errors import (
+    domain_error_response,
+    error_response,
+    readiness,
+    routing_error,
+)
 from scheduler.gateway.metrics import GatewayMetrics
 from scheduler.gateway.proxy import EngineProxy, Outcome
 from scheduler.gateway.requests import Endpoint, parse_request
@@ -154,8 +159,7 @@ def create_app(deps: GatewayDeps) -> Starlette:
 
     async def ready(request: Request) -> Response:
         """Readiness: at least one replica can serve."""
-        count = ready_replicas()
-        return JSONResponse({"ready_replicas": count}, status_code=200 if count else 503)
+        return readiness(ready_replicas())
 
     async def metrics(request: Request) -> Response:
         deps.metrics.endpoints.clear()
@@ -168,15 +172,7 @@ def create_app(deps: GatewayDeps) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        if exc.status_code == 405:
-            return error_response(
-                405, f"Method {request.method} is not allowed on {request.url.path}."
-            )
-        return error_response(
-            exc.status_code,
-            f"Unknown path {request.url.path}.",
-            code="not_found" if exc.status_code == 404 else None,
-        )
+        return routing_error(exc.status_code, request.method, request.url.path)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path, exc_info=exc)

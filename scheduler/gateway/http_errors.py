@@ -103,3 +103,23 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
 
 def _code_for(status: int) -> str | None:
     return {404: "model_not_found", 429: "rate_limit_exceeded"}.get(status)
+
+
+def routing_error(status: int, method: str, path: str) -> JSONResponse:
+    """An unknown path (404) or a method the path does not take (405), as an envelope."""
+    if status == 405:
+        return error_response(405, f"Method {method} is not allowed on {path}.")
+    return error_response(
+        status, f"Unknown path {path}.", code="not_found" if status == 404 else None
+    )
+
+
+def unauthorized() -> JSONResponse:
+    return error_response(401, "Missing or wrong admin token.", code="invalid_api_key")
+
+
+def readiness(ready_replicas: int) -> JSONResponse:
+    """200 while at least one replica can serve, else 503 (load balancers stop sending)."""
+    return JSONResponse(
+        {"ready_replicas": ready_replicas}, status_code=200 if ready_replicas else 503
+    )

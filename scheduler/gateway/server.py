@@ -51,11 +51,6 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def bound_port(sock: socket.socket) -> int:
-    port: int = sock.getsockname()[1]
-    return port
-
-
 async def run_gateway(
     config: GearshiftConfig,
     registry: PluginRegistry,
