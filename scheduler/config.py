@@ -24,7 +24,7 @@ from nodes.models import (
     catalog_model,
 )
 from scheduler.errors import CatalogError, ConfigError
-from scheduler.types import EngineKind, Ownership, TrafficClass
+from scheduler.types import EngineKind, KvCacheDtype, Ownership, TrafficClass
 
 _NAME_PATTERN = r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$"
 
@@ -73,6 +73,13 @@ class NodeGroup(_Section):
         description="What one node costs per hour, in dollars; defaults to the catalog price "
         "times accelerators_per_node.",
     )
+    marginal_price_per_node_hour: float | None = Field(
+        None,
+        ge=0,
+        description="What the cost solver counts per node-hour of this group when it decides "
+        "whether to use it (e.g. power and space only, for owned hardware already paid for); "
+        "the node price when unset. Reports still show the node price.",
+    )
     ownership: Ownership = Field(
         Ownership.ON_DEMAND, description="owned, on-demand or spot: how the node is paid for."
     )
@@ -112,6 +119,12 @@ class NodeGroup(_Section):
         if self.price_per_node_hour is not None:
             return self.price_per_node_hour
         return accelerator(self.accelerator).default_price_per_hour * self.accelerators_per_node
+
+    def solver_price_per_hour(self) -> float:
+        """Dollars per node-hour the cost solver weighs: the marginal price, else the price."""
+        if self.marginal_price_per_node_hour is not None:
+            return self.marginal_price_per_node_hour
+        return self.node_price_per_hour()
 
     def node_ids(self) -> list[str]:
         return [f"{self.name}-{index}" for index in range(self.nodes)]
@@ -184,6 +197,11 @@ class ModelConfig(_Section):
         None, ge=1, le=16, description="Fixed tensor-parallel degree; chosen per type if unset."
     )
     max_num_seqs: int = Field(256, ge=1, le=4096, description="Most sequences a replica batches.")
+    kv_cache_dtype: KvCacheDtype = Field(
+        KvCacheDtype.AUTO,
+        description="KV cache storage: `auto` (the model dtype, 16-bit) or `fp8` (half the "
+        "bytes per token; vLLM `--kv-cache-dtype fp8`).",
+    )
     weights: str | None = Field(
         None,
         description="Checkpoint vLLM loads: a local directory (`~` allowed) or a Hugging Face "
@@ -430,6 +448,27 @@ class PlacementConfig(_Section):
     drain_timeout_s: float = Field(
         30.0, ge=0, le=3600, description="Longest wait for in-flight requests before SIGTERM."
     )
+    demand_half_life_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="Half-life of the observed request rates that drive replanning (an "
+        "exponentially decayed average per model and class).",
+    )
+    replan_hysteresis: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="A replan that only saves money replaces what runs only when it is at least "
+        "this fraction cheaper; unmet demand always triggers it.",
+    )
+    max_disruptions: int = Field(
+        2,
+        ge=0,
+        le=10_000,
+        description="Most running replicas one replan may stop to save money (failed replicas "
+        "and vanished nodes do not count). New replicas start before old ones drain.",
+    )
 
 
 # ------------------------------------------------------------------------------------ gateway
@@ -469,6 +508,20 @@ class GatewayConfig(_Section):
 # --------------------------------------------------------------------------------------- root
 
 
+class WorkloadItem(_Section):
+    """Demand the planner must cover for one model and class: a floor under observed traffic."""
+
+    model: str = Field(description="A model of `models`.")
+    traffic_class: TrafficClass = Field(
+        alias="class", description="interactive, standard or batch."
+    )
+    rate_per_s: float = Field(ge=0, le=1_000_000, description="Requests per second.")
+    prompt_tokens: int = Field(512, ge=1, le=10_000_000, description="Mean prompt tokens.")
+    output_tokens: int = Field(128, ge=1, le=10_000_000, description="Mean output tokens.")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
 class GearshiftConfig(_Section):
     """Root of a Gearshift config file."""
 
@@ -480,6 +533,11 @@ class GearshiftConfig(_Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Routing.")
     placement: PlacementConfig = Field(default_factory=PlacementConfig, description="Placement.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="HTTP endpoints.")
+    workload: list[WorkloadItem] = Field(
+        default_factory=list,
+        description="Expected demand per model and class; the cost solver sizes the fleet for "
+        "it (observed traffic can only raise it).",
+    )
 
     @field_validator("models")
     @classmethod
@@ -487,6 +545,18 @@ class GearshiftConfig(_Section):
         names = [model.name for model in models]
         _require_unique(names, "model names must be unique")
         return models
+
+    @model_validator(mode="after")
+    def _workload_models(self) -> Self:
+        known = {model.name for model in self.models}
+        for item in self.workload:
+            if item.model not in known:
+                raise ValueError(f"workload names model `{item.model}`, which is not in `models`")
+        pairs = [(item.model, item.traffic_class) for item in self.workload]
+        _require_unique(
+            [f"{m}/{c}" for m, c in pairs], "workload has one entry per model and class"
+        )
+        return self
 
     def model(self, name: str) -> ModelConfig | None:
         return next((model for model in self.models if model.name == name), None)

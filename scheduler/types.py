@@ -48,6 +48,17 @@ class EngineKind(enum.StrEnum):
     VLLM = "vllm"
 
 
+class KvCacheDtype(enum.StrEnum):
+    """How a replica stores its KV cache (vLLM ``--kv-cache-dtype``)."""
+
+    AUTO = "auto"
+    FP8 = "fp8"
+
+    @property
+    def bytes_per_element(self) -> float:
+        return 1.0 if self is KvCacheDtype.FP8 else 2.0
+
+
 class ReplicaState(enum.StrEnum):
     """Lifecycle of a replica as the endpoint table shows it."""
 

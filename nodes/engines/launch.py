@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from nodes.engines.vllm import VllmLaunch, vllm_argv, vllm_env
 from nodes.models import Dtype, ModelArchitecture
 from scheduler.errors import ConfigError
-from scheduler.types import EngineKind
+from scheduler.types import EngineKind, KvCacheDtype
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,7 @@ class EngineSpec:
     cpu_cores: int | None = None
     cpu_memory_gib: float | None = None
     cpu_memory_bandwidth_gbps: float | None = None
+    kv_cache_dtype: KvCacheDtype = KvCacheDtype.AUTO
     time_scale: float = 1.0
     """Sim engine only: run modelled time this many times faster (tests)."""
     vllm: VllmLaunch | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from nodes.models import Dtype
 from scheduler.errors import ConfigError
+from scheduler.types import KvCacheDtype
 
 ENTRYPOINT = "vllm.entrypoints.openai.api_server"
 
@@ -43,6 +44,7 @@ class VllmLaunch:
     cpu_threads: int | None = None
     """OpenMP threads on a CPU node; Ray gives its workers OMP_NUM_THREADS=1 otherwise."""
     enforce_eager: bool = False
+    kv_cache_dtype: KvCacheDtype = KvCacheDtype.AUTO
     extra_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
 
@@ -69,6 +71,8 @@ def vllm_argv(launch: VllmLaunch, host: str, port: int, python: str = sys.execut
     if not launch.on_cpu:
         argv += ["--gpu-memory-utilization", f"{launch.gpu_memory_utilization:g}"]
     argv += _weight_format(launch.dtype)
+    if launch.kv_cache_dtype is not KvCacheDtype.AUTO:
+        argv += ["--kv-cache-dtype", launch.kv_cache_dtype.value]
     if launch.enforce_eager:
         argv.append("--enforce-eager")
     _refuse_managed_flags(launch.extra_args)
@@ -106,7 +110,7 @@ _MANAGED = frozenset(
     {
         "--model", "--served-model-name", "--host", "--port", "--max-model-len",
         "--max-num-seqs", "--scheduling-policy", "--tensor-parallel-size", "-tp",
-        "--gpu-memory-utilization", "--dtype", "--quantization", "-q",
+        "--gpu-memory-utilization", "--dtype", "--quantization", "-q", "--kv-cache-dtype",
     }
 )  # fmt: skip
 

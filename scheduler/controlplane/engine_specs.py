@@ -40,6 +40,7 @@ def replica_launch(
         gpu_memory_utilization=utilization,
         max_num_seqs=model.max_num_seqs,
         max_model_len=model.max_context,
+        kv_cache_dtype=model.kv_cache_dtype,
         cpu_cores=cpu.cores if cpu else None,
         cpu_memory_gib=cpu.memory_gib if cpu else None,
         cpu_memory_bandwidth_gbps=cpu.memory_bandwidth_gbps if cpu else None,
@@ -69,6 +70,7 @@ def _vllm_launch(
         cpu_kv_cache_gib=options.cpu_kv_cache_gib,
         cpu_threads=group_accelerator(group).cores if group.is_cpu else None,
         enforce_eager=options.enforce_eager,
+        kv_cache_dtype=model.kv_cache_dtype,
         extra_args=tuple(options.extra_args),
         env=dict(options.env),
     )

@@ -44,6 +44,7 @@ def performance(
         spec,
         tensor_parallel=tensor_parallel,
         gpu_memory_utilization=utilization,
+        kv_dtype_bytes=model.kv_cache_dtype.bytes_per_element,
     )
 
 

@@ -19,6 +19,7 @@ from nodes.engines.sim.batcher import StepTimeModel
 from nodes.models import Dtype, ModelArchitecture
 from nodes.performance import replica_performance
 from scheduler.errors import ConfigError
+from scheduler.types import KvCacheDtype
 
 CPU = "CPU"
 
@@ -58,6 +59,9 @@ class SimEngineSpec(pydantic.BaseModel):
         "from the core count).",
     )
     tensor_parallel: int = Field(default=1, ge=1, description="Devices the replica spans.")
+    kv_cache_dtype: KvCacheDtype = Field(
+        default=KvCacheDtype.AUTO, description="KV cache storage: auto (16-bit) or fp8."
+    )
     gpu_memory_utilization: float = Field(
         default=0.9,
         gt=0,
@@ -105,6 +109,7 @@ def step_time_model(spec: SimEngineSpec) -> StepTimeModel:
             device,
             tensor_parallel=spec.tensor_parallel,
             gpu_memory_utilization=spec.gpu_memory_utilization,
+            kv_dtype_bytes=spec.kv_cache_dtype.bytes_per_element,
         )
     except ValueError as exc:
         raise ConfigError(f"cannot model this replica: {exc}") from exc
