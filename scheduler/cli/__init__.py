@@ -14,6 +14,7 @@ from scheduler.cli.dev_cmd import app as dev_app
 from scheduler.cli.inventory_cmd import inventory
 from scheduler.cli.node_cmd import app as node_app
 from scheduler.cli.perf_cmd import perf
+from scheduler.cli.plan_cmd import plan
 from scheduler.cli.serve_cmd import serve
 from scheduler.cli.simulate_cmd import simulate
 from scheduler.cli.status_cmd import status
@@ -31,6 +32,7 @@ app.add_typer(node_app, name="node")
 app.command("inventory")(inventory)
 app.command("catalog")(catalog)
 app.command("perf")(perf)
+app.command("plan")(plan)
 app.command("serve")(serve)
 app.command("simulate")(simulate)
 app.command("status")(status)

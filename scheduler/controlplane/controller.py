@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ from scheduler.controlplane.engine_specs import replica_launch
 from scheduler.controlplane.replica import ReplicaHealth
 from scheduler.errors import ControlPlaneError
 from scheduler.framework.placement import (
+    ClassDemand,
     NodeView,
     PlacementPlan,
     PlacementSolver,
@@ -33,6 +34,7 @@ from scheduler.framework.placement import (
 from scheduler.framework.routing import EndpointView, PerfProfile
 from scheduler.inventory import ROLE_HEAD, groups_of_joined_nodes, node_view
 from scheduler.placement.actions import StartReplica, StopReplica
+from scheduler.placement.demand import combine
 from scheduler.placement.planner import plan as make_plan
 from scheduler.placement.reconciler import reconcile
 from scheduler.plugins import PluginRegistry
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 _PROBE_TIMEOUT_S = 3.0
 _STOP_TIMEOUT_S = 10.0
 _MAX_BACKOFF_S = 60.0
+_DEMAND_REPORT_STALE_ROUNDS = 10
 CONTROLLER_NAME = "gearshift-controller"
 
 
@@ -121,6 +124,8 @@ class Controller:
         self.version = 0
         self._loop_task: asyncio.Task[None] | None = None
         self._drains: dict[str, asyncio.Task[None]] = {}
+        self._demand_reports: dict[str, tuple[float, Mapping[str, tuple[ClassDemand, ...]]]] = {}
+        """Per gateway: when it last reported, and the demand it saw."""
 
     # ---------------------------------------------------------------- loop
 
@@ -149,7 +154,9 @@ class Controller:
             self.solver, self.fleet_config, list(self.nodes.values()), current
         )
         now = self._clock()
-        for action in reconcile(self.last_plan, serving):
+        ready = {rid for rid, r in serving.items() if r.state is ReplicaState.READY}
+        actions = reconcile(self.last_plan, serving, current=current, ready=ready)
+        for action in actions:
             if isinstance(action, StartReplica):
                 wait = self.backoff.get(action.assignment.replica_id)
                 if wait is None or wait.not_before <= now:
@@ -274,6 +281,23 @@ class Controller:
         await asyncio.gather(*self._drains.values(), return_exceptions=True)
         await asyncio.gather(*(self._stop(rid) for rid in list(self.replicas)))
 
+    def observe_demand(
+        self, gateway_id: str, demand: Mapping[str, tuple[ClassDemand, ...]]
+    ) -> None:
+        """A gateway's latest demand estimate (it reports once per reconcile interval)."""
+        self._demand_reports[gateway_id] = (self._clock(), demand)
+
+    def observed_demand(self) -> dict[str, tuple[ClassDemand, ...]]:
+        """The demand every live gateway reports, summed; a gateway silent for
+        ``_DEMAND_REPORT_STALE_ROUNDS`` reconcile intervals is forgotten."""
+        stale_before = (
+            self._clock() - _DEMAND_REPORT_STALE_ROUNDS * self.config.placement.interval_s
+        )
+        for gateway_id, (at, _) in list(self._demand_reports.items()):
+            if at < stale_before:
+                del self._demand_reports[gateway_id]
+        return combine({gid: report for gid, (_, report) in self._demand_reports.items()})
+
     # ---------------------------------------------------------------- reads
 
     def fleet_state(self) -> FleetState:
@@ -367,6 +391,11 @@ class ControllerActor:
 
     async def fleet_state(self) -> FleetState:
         return self._controller.fleet_state()
+
+    async def observe_demand(
+        self, gateway_id: str, demand: Mapping[str, tuple[ClassDemand, ...]]
+    ) -> None:
+        self._controller.observe_demand(gateway_id, demand)
 
     async def shutdown(self) -> None:
         await self._controller.shutdown()

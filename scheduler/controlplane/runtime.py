@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -18,6 +21,7 @@ from scheduler.config import GearshiftConfig
 from scheduler.controlplane.controller import start_controller
 from scheduler.controlplane.local_cluster import LocalCluster
 from scheduler.errors import ControlPlaneError
+from scheduler.framework.placement import ClassDemand
 from scheduler.state import FleetState
 
 _SHUTDOWN_TIMEOUT_S = 30.0
@@ -29,6 +33,7 @@ class RayFleetStateSource:
     def __init__(self, controller: Any, timeout_s: float = 5.0) -> None:
         self._controller = controller
         self._timeout_s = timeout_s
+        self._gateway_id = f"{socket.gethostname()}:{os.getpid()}"
 
     async def fetch(self) -> FleetState:
         try:
@@ -38,6 +43,15 @@ class RayFleetStateSource:
         except (RayError, TimeoutError) as exc:
             raise ControlPlaneError(f"controller unreachable: {exc}") from exc
         return state
+
+    async def report_demand(self, demand: Mapping[str, tuple[ClassDemand, ...]]) -> None:
+        try:
+            await asyncio.wait_for(
+                self._controller.observe_demand.remote(self._gateway_id, dict(demand)),
+                self._timeout_s,
+            )
+        except (RayError, TimeoutError) as exc:
+            raise ControlPlaneError(f"controller unreachable: {exc}") from exc
 
 
 class _ControllerOwner:

@@ -104,6 +104,12 @@ class PlacementProblem:
     nodes: tuple[NodeView, ...]
     demands: tuple[ModelDemand, ...]
     current: tuple[ReplicaAssignment, ...] = ()
+    """What runs now (replicas on nodes that are still alive)."""
+    hysteresis: float = 0.0
+    """Starting a replica counts this fraction of its price on top (a replan must save more
+    than that to replace what runs)."""
+    max_disruptions: int | None = None
+    """Most current replicas the plan may drop (None: no limit)."""
 
 
 @dataclass(frozen=True, slots=True)

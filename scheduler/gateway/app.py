@@ -33,10 +33,15 @@ from scheduler.gateway.http_errors import (
 from scheduler.gateway.metrics import GatewayMetrics
 from scheduler.gateway.proxy import EngineProxy, Outcome
 from scheduler.gateway.requests import Endpoint, parse_request
+from scheduler.placement.demand import DemandTracker
 from scheduler.routing.pipeline import RoutingProfile
 from scheduler.types import TIER_FOR_CLASS, ReplicaState, TrafficClass
 
 log = logging.getLogger(__name__)
+
+DEMAND_OUTPUT_TOKENS_UNSET = 256
+"""Output tokens a request without ``max_tokens`` counts for in the demand estimate (the gateway
+sees what was asked for, not what was generated)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,8 @@ class GatewayDeps:
     proxy: EngineProxy
     metrics: GatewayMetrics
     rng: random.Random
+    demand: DemandTracker
+    """Every valid request for a served model counts, refused or not: demand drives placement."""
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -75,6 +82,13 @@ def create_app(deps: GatewayDeps) -> Starlette:
             traffic_class = classify(parsed.service_tier)
             if parsed.model not in deps.table.models():
                 raise ModelNotFound(parsed.model)
+            deps.demand.observe(
+                parsed.model,
+                traffic_class,
+                parsed.prompt_tokens,
+                parsed.max_tokens or DEMAND_OUTPUT_TOKENS_UNSET,
+                time.monotonic(),
+            )
             route_request = RouteRequest(
                 model=parsed.model,
                 traffic_class=traffic_class,

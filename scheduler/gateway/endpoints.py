@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Protocol
 
 import aiohttp
 
 from nodes.engines.metrics import parse_engine_metrics
+from scheduler.framework.placement import ClassDemand
 from scheduler.framework.routing import EndpointView, EngineLoad
 from scheduler.state import FleetState
 
@@ -23,9 +25,12 @@ log = logging.getLogger(__name__)
 
 
 class FleetStateSource(Protocol):
-    """Where the gateway learns the endpoint table (the controller, or a fixed one in tests)."""
+    """Where the gateway learns the endpoint table (the controller, or a fixed one in tests),
+    and where it reports the demand it sees (which drives replanning)."""
 
     async def fetch(self) -> FleetState: ...
+
+    async def report_demand(self, demand: Mapping[str, tuple[ClassDemand, ...]]) -> None: ...
 
 
 class StaticFleetState:
@@ -33,9 +38,14 @@ class StaticFleetState:
 
     def __init__(self, state: FleetState) -> None:
         self.state = state
+        self.demand: Mapping[str, tuple[ClassDemand, ...]] = {}
+        """The last demand reported (tests read it)."""
 
     async def fetch(self) -> FleetState:
         return self.state
+
+    async def report_demand(self, demand: Mapping[str, tuple[ClassDemand, ...]]) -> None:
+        self.demand = demand
 
 
 class EndpointTable:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable, Generator
 
 import aiohttp
@@ -22,8 +24,11 @@ from scheduler.gateway.app import GatewayDeps, create_app
 from scheduler.gateway.endpoints import EndpointTable, FleetStateSource
 from scheduler.gateway.metrics import GatewayMetrics
 from scheduler.gateway.proxy import EngineProxy
+from scheduler.placement.demand import DemandTracker
 from scheduler.plugins import PluginRegistry
 from scheduler.routing.profiles import build_profiles
+
+log = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -82,12 +87,16 @@ async def run_gateway(
             ),
             metrics=GatewayMetrics(),
             rng=random.Random(),
+            demand=DemandTracker(config.placement.demand_half_life_s),
         )
         servers = [
             _Server(_uvicorn_config(create_app(deps))),
             _Server(_uvicorn_config(create_admin_app(table, admin_token))),
         ]
         refresher = asyncio.create_task(table.run(session, gateway.load_refresh_s))
+        reporter = asyncio.create_task(
+            _report_demand(source, deps.demand, config.placement.interval_s)
+        )
         serving = [
             asyncio.create_task(servers[0].serve(sockets=[public])),
             asyncio.create_task(servers[1].serve(sockets=[admin])),
@@ -106,9 +115,20 @@ async def run_gateway(
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*serving, return_exceptions=True)
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in (refresher, reporter):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def _report_demand(source: FleetStateSource, demand: DemandTracker, every_s: float) -> None:
+    """Tell the controller what this gateway sees, once per reconcile interval."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await source.report_demand(demand.snapshot(time.monotonic()))
+        except Exception as exc:  # the controller may be restarting; the next round retries
+            log.warning("demand report failed: %s", exc)
 
 
 def _uvicorn_config(app: object) -> uvicorn.Config:

@@ -42,6 +42,7 @@ fleet:
 models:
   - {name: qwen2.5-0.5b, max_context: 4096}
 gateway: {max_body_bytes: 4096, load_refresh_s: 0.2}
+placement: {interval_s: 0.2}
 """
 
 
@@ -208,6 +209,27 @@ def test_classes_route_to_fast_and_cheap_engines(gateway: GatewayThread) -> None
         seen[tier] = raw.headers["x-gearshift-accelerator"]
         assert json.loads(raw.text)["service_tier"] == tier
     assert seen == {"priority": "H100-SXM", "flex": "L4"}
+
+
+def test_the_gateway_reports_the_demand_it_sees(gateway: GatewayThread) -> None:
+    client = _client(gateway)
+    for tier in ("priority", "priority", "flex"):
+        client.completions.create(
+            model=MODEL, prompt="hello", max_tokens=5, extra_body={"service_tier": tier}
+        )
+    demand = wait_for(
+        lambda: (
+            {d.traffic_class.value: d for d in gateway.source.demand.get(MODEL, ())}
+            if len(gateway.source.demand.get(MODEL, ())) == 2
+            else None
+        ),
+        10,
+        "the gateway to report its demand",
+    )
+    assert set(demand) == {"interactive", "batch"}
+    rates = demand["interactive"].rate_per_s, demand["batch"].rate_per_s
+    assert rates[0] == pytest.approx(2 * rates[1], rel=1e-3)  # decayed over milliseconds
+    assert demand["batch"].output_tokens == 5
 
 
 def test_stream_chunks_carry_the_tier_and_end_with_done(gateway: GatewayThread) -> None:

@@ -19,10 +19,15 @@ from nodes.engines.launch import EngineSpec
 from scheduler.config import GearshiftConfig, parse_config
 from scheduler.controlplane.controller import Actuator, Controller
 from scheduler.controlplane.replica import ReplicaHealth
-from scheduler.framework.placement import NodeView, PlacementSolver, ReplicaAssignment
+from scheduler.framework.placement import (
+    ClassDemand,
+    NodeView,
+    PlacementSolver,
+    ReplicaAssignment,
+)
 from scheduler.inventory import declare_fleet, node_view
 from scheduler.plugins import PluginRegistry
-from scheduler.types import EngineKind, ReplicaState
+from scheduler.types import EngineKind, ReplicaState, TrafficClass
 
 CONFIG = """
 fleet:
@@ -277,3 +282,21 @@ models:
         assert replica.spec.vllm.cpu_threads == 4
     else:
         assert replica.spec.vllm is None
+
+
+def test_gateway_demand_reports_add_up_and_go_stale() -> None:
+    config = parse_config(CONFIG)  # placement.interval_s 2 (default): stale after 20 s
+    controller, _, clock = _controller(config)
+    interactive = ClassDemand(TrafficClass.INTERACTIVE, 3.0, 100, 10)
+    controller.observe_demand("gw-a", {"qwen2.5-0.5b": (interactive,)})
+    clock.now += 15
+    controller.observe_demand(
+        "gw-b", {"qwen2.5-0.5b": (dataclasses.replace(interactive, rate_per_s=1.0),)}
+    )
+    assert controller.observed_demand() == {
+        "qwen2.5-0.5b": (dataclasses.replace(interactive, rate_per_s=4.0),)
+    }
+    clock.now += 10  # gw-a last spoke 25 s ago
+    assert controller.observed_demand() == {
+        "qwen2.5-0.5b": (dataclasses.replace(interactive, rate_per_s=1.0),)
+    }
