@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scheduler.framework.placement import Coverage
 from scheduler.framework.plugin import Rejection
 from scheduler.framework.routing import EndpointView
 
@@ -72,6 +73,10 @@ class FleetState:
     unplaced: tuple[Rejection, ...] = ()
     planned_replicas: int = 0
     models: tuple[str, ...] = field(default_factory=tuple)
+    demand: tuple[Coverage, ...] = ()
+    """The last plan's demand per model and class (configured floor or observed, the larger)
+    against the capacity it planned."""
+    plan_notes: tuple[str, ...] = ()
 
     @property
     def cost_per_hour(self) -> float:
@@ -98,4 +103,14 @@ class FleetState:
                 {"model": r.subject, "verdict": r.verdict.value, "reason": r.reason}
                 for r in self.unplaced
             ],
+            "demand": [
+                {
+                    "model": c.model,
+                    "class": c.traffic_class.value,
+                    "demand_per_s": round(c.demand_per_s, 4),
+                    "planned_per_s": round(c.served_per_s, 4),
+                }
+                for c in self.demand
+            ],
+            "plan_notes": list(self.plan_notes),
         }

@@ -91,6 +91,17 @@ def _tables(document: dict[str, Any]) -> list[Table]:
         ],
     )
     tables = [summary, detail]
+    if document.get("demand"):
+        tables.append(
+            make_table(
+                "Demand (req/s)",
+                ["model", "class", "demand", "planned capacity"],
+                [
+                    (d["model"], d["class"], d["demand_per_s"], d["planned_per_s"])
+                    for d in document["demand"]
+                ],
+            )
+        )
     if document["unplaced"]:
         tables.append(
             make_table(

@@ -367,6 +367,8 @@ class Controller:
             unplaced=self.last_plan.unplaced,
             planned_replicas=len(self.last_plan.assignments),
             models=tuple(model.name for model in self.config.models),
+            demand=self.last_plan.coverage,
+            plan_notes=self.last_plan.notes,
         )
 
     def _model(self, name: str) -> ModelConfig:
