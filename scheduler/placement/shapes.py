@@ -11,7 +11,7 @@ from nodes.performance import ReplicaPerformance, replica_performance
 from scheduler.config import ModelConfig, NodeGroup
 from scheduler.framework.placement import ReplicaShape
 from scheduler.framework.routing import PerfProfile
-from scheduler.types import EngineKind
+from scheduler.types import EngineKind, Ownership
 
 REFERENCE_CONTEXT_TOKENS = 1024
 """Context length at which a replica's decode-step terms are summarised for routing."""
@@ -59,38 +59,43 @@ def tp_candidates(model: ModelConfig, group: NodeGroup) -> list[int]:
     return [tp for tp in _TP_DEGREES if tp <= group.accelerators_per_node and heads % tp == 0]
 
 
+def replica_price_per_hour(group: NodeGroup, tensor_parallel: int) -> float:
+    """What the cost solver counts for one replica on ``group``: the group's solver price
+    (marginal for owned hardware) per accelerator times TP; the whole node on CPU (one
+    "accelerator" per node)."""
+    return group.solver_price_per_hour() / group.accelerators_per_node * tensor_parallel
+
+
 def replica_shapes(model: ModelConfig, group: NodeGroup, utilization: float) -> list[ReplicaShape]:
-    """Every (TP) shape of ``model`` on ``group``'s hardware, fitting or not (with reasons)."""
+    """Every (TP) shape of ``model`` on ``group``'s hardware, fitting or not (with reasons),
+    priced for the solver; capacity is left to ``scheduler.placement.capacity``."""
     spec = group_accelerator(group)
     if model.accelerators and spec.name not in model.accelerators:
         return []
-    shapes: list[ReplicaShape] = []
-    if model.engine is EngineKind.VLLM and group.simulated and not group.is_cpu:
-        return [
-            ReplicaShape(
-                model=model.name,
-                group=group.name,
-                accelerator=spec.name,
-                tensor_parallel=1,
-                memory_per_device_gib=0.0,
-                fits=False,
-                reason="vLLM needs real GPUs; this node group's are simulated",
-            )
-        ]
-    if model.tensor_parallel is not None and model.tensor_parallel > group.accelerators_per_node:
-        shapes.append(
-            ReplicaShape(
-                model=model.name,
-                group=group.name,
-                accelerator=spec.name,
-                tensor_parallel=model.tensor_parallel,
-                memory_per_device_gib=0.0,
-                fits=False,
-                reason=f"TP {model.tensor_parallel} needs more than the "
-                f"{group.accelerators_per_node} accelerators of one node",
-            )
+
+    def misfit(tensor_parallel: int, reason: str) -> ReplicaShape:
+        return ReplicaShape(
+            model=model.name,
+            group=group.name,
+            accelerator=spec.name,
+            tensor_parallel=tensor_parallel,
+            memory_per_device_gib=0.0,
+            fits=False,
+            reason=reason,
+            on_cpu=group.is_cpu,
+            price_per_hour=replica_price_per_hour(group, tensor_parallel),
+            interruptible=group.ownership is Ownership.SPOT,
         )
-        return shapes
+
+    if model.engine is EngineKind.VLLM and group.simulated and not group.is_cpu:
+        return [misfit(1, "vLLM needs real GPUs; this node group's are simulated")]
+    if model.tensor_parallel is not None and model.tensor_parallel > group.accelerators_per_node:
+        reason = (
+            f"TP {model.tensor_parallel} needs more than the {group.accelerators_per_node} "
+            "accelerators of one node"
+        )
+        return [misfit(model.tensor_parallel, reason)]
+    shapes: list[ReplicaShape] = []
     for tp in tp_candidates(model, group):
         perf = performance(model, spec, tp, utilization)
         needed = perf.memory_required_gib(model.max_context)
@@ -118,6 +123,8 @@ def replica_shapes(model: ModelConfig, group: NodeGroup, utilization: float) -> 
                 if perf.fits
                 else 0.0,
                 on_cpu=group.is_cpu,
+                price_per_hour=replica_price_per_hour(group, tp),
+                interruptible=group.ownership is Ownership.SPOT,
             )
         )
     return shapes
