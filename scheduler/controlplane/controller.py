@@ -151,7 +151,11 @@ class Controller:
         current = [replica.assignment for replica in serving.values()]
         self.fleet_config = self._with_joined_groups()
         self.last_plan = make_plan(
-            self.solver, self.fleet_config, list(self.nodes.values()), current
+            self.solver,
+            self.fleet_config,
+            list(self.nodes.values()),
+            current,
+            observed=self.observed_demand(),
         )
         now = self._clock()
         ready = {rid for rid, r in serving.items() if r.state is ReplicaState.READY}

@@ -300,3 +300,24 @@ def test_gateway_demand_reports_add_up_and_go_stale() -> None:
     assert controller.observed_demand() == {
         "qwen2.5-0.5b": (dataclasses.replace(interactive, rate_per_s=1.0),)
     }
+
+
+def test_observed_demand_grows_the_plan_with_the_cost_solver() -> None:
+    config = parse_config(
+        CONFIG.replace("replicas: 2", "replicas: 1").replace(
+            "placement: {", "placement: {solver: {name: solver, type: cost-milp-solver}, "
+        )
+    )
+    controller, actuator, _ = _controller(config)
+    _run(controller.tick())
+    assert len(actuator.replicas) == 1, "no demand: the floor"
+    one = controller.last_plan.assignments[0]
+    rate = 60.0  # far beyond what one replica sustains within the interactive SLO
+    controller.observe_demand(
+        "gw", {"qwen2.5-0.5b": (ClassDemand(TrafficClass.INTERACTIVE, rate, 512, 128),)}
+    )
+    _run(controller.tick())
+    assert len(actuator.replicas) > 1
+    assert one in controller.last_plan.assignments, "what runs is kept"
+    (coverage,) = controller.fleet_state().demand
+    assert coverage.demand_per_s == rate
