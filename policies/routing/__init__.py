@@ -9,6 +9,7 @@ from policies.routing import (
     queue_depth_scorer,
     queue_headroom_filter,
     ready_filter,
+    round_robin_picker,
 )
 from scheduler.framework.plugin import PluginType
 
@@ -21,4 +22,5 @@ PLUGINS: tuple[PluginType, ...] = (
     cost_per_token_scorer.PLUGIN,
     queue_depth_scorer.PLUGIN,
     max_score_picker.PLUGIN,
+    round_robin_picker.PLUGIN,
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from scheduler.cli.capacity_cmd import capacity
 from scheduler.cli.catalog_cmd import catalog
 from scheduler.cli.config_cmd import app as config_app
 from scheduler.cli.dev_cmd import app as dev_app
@@ -30,6 +31,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
 app.add_typer(node_app, name="node")
 app.command("inventory")(inventory)
+app.command("capacity")(capacity)
 app.command("catalog")(catalog)
 app.command("perf")(perf)
 app.command("plan")(plan)

@@ -112,6 +112,9 @@ class Cycle:
 
     now: float
     rng: random.Random
+    sequence: int | None = None
+    """How many requests for this request's model the router routed before this one (0, 1,
+    2, ...), for pickers that take turns; None where the router does not count them."""
 
 
 @dataclass(frozen=True, slots=True)

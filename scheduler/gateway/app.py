@@ -10,8 +10,9 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -57,6 +58,8 @@ class GatewayDeps:
     rng: random.Random
     demand: DemandTracker
     """Every valid request for a served model counts, refused or not: demand drives placement."""
+    routed: Counter[str] = field(default_factory=Counter)
+    """Requests routed per model, as ``Cycle.sequence`` (pickers that take turns read it)."""
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -103,9 +106,9 @@ def create_app(deps: GatewayDeps) -> Starlette:
                     retry_after_s=deps.gateway.retry_after_s,
                 )
             started = time.perf_counter()
-            decision = deps.profiles[traffic_class].run(
-                route_request, candidates, Cycle(now=time.time(), rng=deps.rng)
-            )
+            cycle = Cycle(now=time.time(), rng=deps.rng, sequence=deps.routed[parsed.model])
+            deps.routed[parsed.model] += 1
+            decision = deps.profiles[traffic_class].run(route_request, candidates, cycle)
             deps.metrics.routing.labels(traffic_class.value).observe(time.perf_counter() - started)
             decision.raise_if_empty(deps.gateway.retry_after_s)
         except ClientDisconnect:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
@@ -48,11 +48,16 @@ class StaticFleetState:
         self.demand = demand
 
 
+Scrape = Callable[[aiohttp.ClientSession, EndpointView, float], Awaitable[EngineLoad]]
+"""Reads one engine's load (the default scrapes its ``/metrics``)."""
+
+
 class EndpointTable:
     """Read by every request; written only by ``refresh``."""
 
-    def __init__(self, source: FleetStateSource) -> None:
+    def __init__(self, source: FleetStateSource, scrape: Scrape | None = None) -> None:
         self._source = source
+        self._scrape = scrape or scrape_metrics
         self.state = FleetState(version=-1)
         self._loads: dict[str, EngineLoad] = {}
         self._in_flight: Counter[str] = Counter()
@@ -115,16 +120,17 @@ class EndpointTable:
                 log.exception("endpoint table refresh failed")
             await asyncio.sleep(interval_s)
 
-    @staticmethod
-    async def _scrape(
-        session: aiohttp.ClientSession, endpoint: EndpointView, timeout_s: float
-    ) -> EngineLoad:
-        try:
-            timeout = aiohttp.ClientTimeout(total=timeout_s)
-            async with session.get(f"{endpoint.url}/metrics", timeout=timeout) as response:
-                if response.status != 200:
-                    return EngineLoad()
-                metrics = parse_engine_metrics(await response.text())
-        except (aiohttp.ClientError, TimeoutError):
-            return EngineLoad()
-        return EngineLoad(metrics.running, metrics.waiting, metrics.kv_usage, fresh=True)
+
+async def scrape_metrics(
+    session: aiohttp.ClientSession, endpoint: EndpointView, timeout_s: float
+) -> EngineLoad:
+    """The engine's load from its Prometheus ``/metrics``; empty (not fresh) on any failure."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with session.get(f"{endpoint.url}/metrics", timeout=timeout) as response:
+            if response.status != 200:
+                return EngineLoad()
+            metrics = parse_engine_metrics(await response.text())
+    except (aiohttp.ClientError, TimeoutError):
+        return EngineLoad()
+    return EngineLoad(metrics.running, metrics.waiting, metrics.kv_usage, fresh=True)

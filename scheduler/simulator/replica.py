@@ -7,12 +7,19 @@ the queue blocks the rest, except that it may preempt running jobs of strictly l
 pass costing ``prefill_seconds(their context tokens)``, emitting one token each; then every
 running job gets one decode step costing ``decode_step_seconds(batch, mean context // 1)``.
 
+Decode steps between two changes of the batch are one *run*: the batch, and so admission, can
+only change when a job finishes or a newly queued job can be admitted. So a run lasts until its
+first job finishes, timed step by step in chunks of doubling length (one event per chunk), and
+ends early only when ``submit`` queues a job admissible at a step boundary. The step times,
+token counts and load the gateway sees are exactly those of one event per decode step.
+
 Invariants: reserved KV never exceeds the capacity; at most ``max_num_seqs`` run; a job emits
 exactly ``output_tokens`` tokens; phases are laid end to end and never overlap.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
 from dataclasses import dataclass
@@ -56,6 +63,56 @@ class Job:
         return (self.priority, self.order)
 
 
+FIRST_CHUNK_STEPS = 16
+"""Decode steps a run times ahead at first; each further chunk doubles."""
+_CONTEXT_SHIFT = 16
+"""Step-time cache keys: mean context above this many bits, batch size (< 65,536) below."""
+
+
+class CachedStepTimes:
+    """A ``StepTimeModel`` that remembers every answer of the one it wraps (same numbers: a
+    decode step time depends only on the batch size and mean context)."""
+
+    def __init__(self, model: StepTimeModel) -> None:
+        self._model = model
+        self.kv_capacity_tokens = model.kv_capacity_tokens
+        self._prefill: dict[int, float] = {}
+        self._decode: dict[int, float] = {}
+
+    def prefill_seconds(self, prompt_tokens: int) -> float:
+        seconds = self._prefill.get(prompt_tokens)
+        if seconds is None:
+            seconds = self._prefill[prompt_tokens] = self._model.prefill_seconds(prompt_tokens)
+        return seconds
+
+    def decode_step_seconds(self, batch_size: int, mean_context_tokens: int) -> float:
+        key = (mean_context_tokens << _CONTEXT_SHIFT) | batch_size
+        seconds = self._decode.get(key)
+        if seconds is None:
+            seconds = self._model.decode_step_seconds(batch_size, mean_context_tokens)
+            self._decode[key] = seconds
+        return seconds
+
+    def decode_ends(
+        self, batch_size: int, mean_context_tokens: int, count: int, start: float
+    ) -> list[float]:
+        """End times of ``count`` decode steps from ``start``, the mean context growing by one
+        token a step (as ``decode_step_seconds`` step after step, summed in order)."""
+        cache, model = self._decode, self._model
+        key = (mean_context_tokens << _CONTEXT_SHIFT) | batch_size
+        ends: list[float] = []
+        end = start
+        for _ in range(count):
+            seconds = cache.get(key)
+            if seconds is None:
+                seconds = model.decode_step_seconds(batch_size, key >> _CONTEXT_SHIFT)
+                cache[key] = seconds
+            end = end + seconds
+            ends.append(end)
+            key += 1 << _CONTEXT_SHIFT
+        return ends
+
+
 class _Phase(enum.Enum):
     PREFILL = enum.auto()
     DECODE = enum.auto()
@@ -66,16 +123,27 @@ class VirtualReplica:
 
     def __init__(self, replica_id: str, model: StepTimeModel, *, max_num_seqs: int) -> None:
         self.replica_id = replica_id
-        self._model = model
+        self._model = model if isinstance(model, CachedStepTimes) else CachedStepTimes(model)
         self._capacity = model.kv_capacity_tokens
         self._max_num_seqs = max_num_seqs
         self._waiting: list[tuple[tuple[int, int], Job]] = []
         self._running: dict[int, Job] = {}
         self._reserved = 0
-        self._phase: tuple[_Phase, list[Job]] | None = None
+        self._phase: _Phase | None = None
+        self._batch: list[Job] = []
+        self._started = 0.0
+        self._ends: list[float] = []
+        """End time of each step of the phase in progress timed so far (one for a prefill)."""
+        self._steps = 0
+        """Steps the phase in progress runs (a decode run's may be cut short)."""
+        self._mean_context = 0
+        """A decode run's mean context (floored) at its first step."""
+        self._chunk = FIRST_CHUNK_STEPS
         self.busy_s = 0.0
         self.tokens_generated = 0
         self.preemptions = 0
+        self.version = 0
+        """Changes whenever ``running``, ``waiting`` or ``kv_usage`` may have changed."""
 
     # -- load, as the gateway's scrape of the engine shows it --------------------------------
 
@@ -106,55 +174,102 @@ class VirtualReplica:
             )
         return None
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job, now: float) -> float | None:
+        """Queue ``job`` at ``now``. When it cuts the decode run in progress short (the queue's
+        head can be admitted at the next step boundary), the run's new end; else None."""
         heapq.heappush(self._waiting, (job.rank, job))
+        self.version += 1
+        if self._phase is not _Phase.DECODE:
+            return None
+        if not self._admissible():
+            return None  # nothing can be admitted before a job of the run finishes
+        ends = self._ends
+        boundary = bisect.bisect_left(ends, now)
+        if boundary >= len(ends) - 1:
+            self._steps = len(ends)  # it stops at the end already scheduled
+            return None
+        del ends[boundary + 1 :]
+        self._steps = len(ends)
+        return ends[-1]
 
     # -- iterations ---------------------------------------------------------------------------
 
     def start(self, now: float) -> float | None:
-        """Admit, then begin the prefill pass (or else a decode step); its end time, or None
+        """Admit, then begin the prefill pass (or else a decode run); its end time, or None
         when there is nothing to run."""
         admitted = self._admit()
         if admitted:
             tokens = sum(job.context_tokens for job in admitted)
-            return self._begin(_Phase.PREFILL, admitted, now, self._model.prefill_seconds(tokens))
+            seconds = self._model.prefill_seconds(tokens)
+            self._begin(_Phase.PREFILL, admitted, now, 1, 0)
+            self._ends.append(now + seconds)
+            return self._ends[-1]
         return self._begin_decode(now)
 
     def finish(self, now: float) -> float | None:
-        """End the phase in progress at ``now``: emit its tokens and begin the next phase."""
-        if self._phase is None:
+        """At ``now``, the end of the steps timed so far: time the decode run's next steps and
+        return their end, or end the phase (emit its tokens) and begin the next one."""
+        kind = self._phase
+        if kind is None:
             raise RuntimeError(f"{self.replica_id}: no phase in progress")
-        kind, batch = self._phase
+        if len(self._ends) < self._steps:
+            return self._time_steps()
         self._phase = None
-        self._emit(batch, now)
+        self.busy_s += now - self._started
+        self._emit(self._batch, len(self._ends), now)
         if kind is _Phase.PREFILL:
             return self._begin_decode(now)
         return self.start(now)
 
     def _begin_decode(self, now: float) -> float | None:
+        """Begin a decode run up to the first job's last token (the batch is fixed until then
+        unless ``submit`` cuts the run short); the end of its first chunk of steps."""
         if not self._running:
             return None
         batch = list(self._running.values())
+        steps = min(job.request.output_tokens - job.produced for job in batch)
+        if self._admissible():
+            steps = 1  # queued during the prefill: admitted after one decode step
+        # Each step adds one token to every context, so the mean (floored) grows by one.
         mean_context = sum(job.context_tokens for job in batch) // len(batch)
-        seconds = self._model.decode_step_seconds(len(batch), mean_context)
-        return self._begin(_Phase.DECODE, batch, now, seconds)
+        self._begin(_Phase.DECODE, batch, now, steps, mean_context)
+        return self._time_steps()
 
-    def _begin(self, kind: _Phase, batch: list[Job], now: float, seconds: float) -> float:
-        self._phase = (kind, batch)
-        self.busy_s += seconds
-        return now + seconds
+    def _begin(
+        self, kind: _Phase, batch: list[Job], now: float, steps: int, mean_context: int
+    ) -> None:
+        self._phase = kind
+        self._batch = batch
+        self._started = now
+        self._ends = []
+        self._steps = steps
+        self._mean_context = mean_context
+        self._chunk = FIRST_CHUNK_STEPS
 
-    def _emit(self, batch: list[Job], now: float) -> None:
+    def _time_steps(self) -> float:
+        """Time the decode run's next chunk of steps (chunks double, so a run that ``submit``
+        cuts short has timed at most about twice the steps it ran); their end."""
+        ends = self._ends
+        done = len(ends)
+        count = min(self._chunk, self._steps - done)
+        self._chunk *= 2
+        start = ends[-1] if ends else self._started
+        ends.extend(
+            self._model.decode_ends(len(self._batch), self._mean_context + done, count, start)
+        )
+        return ends[-1]
+
+    def _emit(self, batch: list[Job], steps: int, now: float) -> None:
         # Admission (and so preemption) happens only between phases: every job of the batch
-        # is still running.
+        # is still running, and none has fewer than ``steps`` tokens left.
         for job in batch:
             if job.first_token_at is None:
                 job.first_token_at = now
-            job.produced += 1
-            self.tokens_generated += 1
+            job.produced += steps
             if job.produced == job.request.output_tokens:
                 self._release(job)
                 job.finished_at = now
+        self.tokens_generated += steps * len(batch)
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -162,6 +277,13 @@ class VirtualReplica:
         free_tokens = self._capacity - self._reserved + freed_tokens
         free_slots = self._max_num_seqs - len(self._running) + freed_slots
         return kv_tokens <= free_tokens and free_slots >= 1
+
+    def _admissible(self) -> bool:
+        """The queue's head would be admitted (perhaps by preemption) at a step boundary."""
+        if not self._waiting:
+            return False
+        head = self._waiting[0][1]
+        return self._fits(head.kv_tokens) or self._victims(head) is not None
 
     def _victims(self, job: Job) -> list[Job] | None:
         candidates = sorted(
@@ -194,8 +316,11 @@ class VirtualReplica:
             self._running[head.order] = head
             self._reserved += head.kv_tokens
             admitted.append(head)
+        if admitted:
+            self.version += 1
         return admitted
 
     def _release(self, job: Job) -> None:
         del self._running[job.order]
         self._reserved -= job.kv_tokens
+        self.version += 1

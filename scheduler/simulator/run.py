@@ -23,7 +23,7 @@ from scheduler.plugins import PluginRegistry
 from scheduler.routing.pipeline import RoutingDecision, RoutingProfile
 from scheduler.routing.profiles import build_profiles
 from scheduler.simulator.engine import Action, EventLoop
-from scheduler.simulator.replica import Job, VirtualReplica
+from scheduler.simulator.replica import CachedStepTimes, Job, VirtualReplica
 from scheduler.simulator.report import RequestOutcome, SimulationReport, class_report
 from scheduler.simulator.trace import TraceRequest
 from scheduler.types import ReplicaState, TrafficClass
@@ -39,6 +39,8 @@ class RouteRecord:
     rng_state: Any
     """``random.Random.getstate()`` of the cycle's RNG before the pipeline ran."""
     decision: RoutingDecision
+    sequence: int = 0
+    """The cycle's ``sequence``: requests for the model routed before this one."""
 
 
 @dataclass(slots=True)
@@ -48,13 +50,18 @@ class SimReplica:
     assignment: ReplicaAssignment
     endpoint: EndpointView
     engine: VirtualReplica
+    _view: EndpointView | None = None
+    _view_version: int = -1
 
     def view(self) -> EndpointView:
         """The endpoint with its load as a fresh scrape plus the gateway's in-flight count."""
         engine = self.engine
-        outstanding = engine.running + engine.waiting
-        load = EngineLoad(engine.running, engine.waiting, engine.kv_usage, outstanding, True)
-        return replace(self.endpoint, load=load)
+        if self._view is None or self._view_version != engine.version:
+            outstanding = engine.running + engine.waiting
+            load = EngineLoad(engine.running, engine.waiting, engine.kv_usage, outstanding, True)
+            self._view = replace(self.endpoint, load=load)
+            self._view_version = engine.version
+        return self._view
 
 
 def sim_replicas(config: GearshiftConfig, plan: PlacementPlan) -> list[SimReplica]:
@@ -64,6 +71,7 @@ def sim_replicas(config: GearshiftConfig, plan: PlacementPlan) -> list[SimReplic
         node_id: group for group in config.fleet.node_groups for node_id in group.node_ids()
     }
     utilization = config.placement.gpu_memory_utilization
+    step_times: dict[tuple[str, str, int], CachedStepTimes] = {}
     replicas = []
     for assignment in sorted(plan.assignments, key=lambda a: a.replica_id):
         model = config.model(assignment.model)
@@ -86,7 +94,12 @@ def sim_replicas(config: GearshiftConfig, plan: PlacementPlan) -> list[SimReplic
             ownership=group.ownership,
             perf=perf_profile(model, perf),
         )
-        engine = VirtualReplica(assignment.replica_id, perf, max_num_seqs=model.max_num_seqs)
+        key = (model.name, group.name, assignment.tensor_parallel)
+        if key not in step_times:
+            step_times[key] = CachedStepTimes(perf)
+        engine = VirtualReplica(
+            assignment.replica_id, step_times[key], max_num_seqs=model.max_num_seqs
+        )
         replicas.append(SimReplica(assignment, endpoint, engine))
     return replicas
 
@@ -137,29 +150,43 @@ class _Run:
         self._config = config
         self._replicas = replicas
         self._by_id = {replica.endpoint.replica_id: replica for replica in replicas}
+        self._by_model: dict[str, list[SimReplica]] = {model.name: [] for model in config.models}
+        for replica in replicas:
+            self._by_model.setdefault(replica.endpoint.model, []).append(replica)
+        self._served = {model.name for model in config.models}
+        self._priority = {
+            cls: config.traffic_classes.targets(cls).engine_priority for cls in TrafficClass
+        }
         self._profiles = profiles
         self._rng = rng
         self._on_route = on_route
+        self._routed: dict[str, int] = {}
+        self._pending: dict[str, int] = {}
+        """replica id → the event-loop handle of its phase's end."""
         self._jobs: list[tuple[Job, str]] = []
         self._refused: list[RequestOutcome] = []
 
     def route(self, request: TraceRequest, now: float, loop: EventLoop) -> None:
-        candidates = tuple(r.view() for r in self._replicas if r.endpoint.model == request.model)
-        if self._config.model(request.model) is None or not candidates:
+        planned = self._by_model.get(request.model, ())
+        if request.model not in self._served or not planned:
             detail = f"no replica of `{request.model}` is planned"
             self._refused.append(
                 RequestOutcome(request, rejection="no_replica", rejection_detail=detail)
             )
             return
+        candidates = tuple(replica.view() for replica in planned)
         route_request = RouteRequest(
             request.model, request.traffic_class, request.prompt_tokens, request.output_tokens
         )
+        sequence = self._routed.get(request.model, 0)
+        self._routed[request.model] = sequence + 1
         state = self._rng.getstate() if self._on_route is not None else None
         decision = self._profiles[request.traffic_class].run(
-            route_request, candidates, Cycle(now=now, rng=self._rng)
+            route_request, candidates, Cycle(now=now, rng=self._rng, sequence=sequence)
         )
         if self._on_route is not None:
-            self._on_route(RouteRecord(now, route_request, candidates, state, decision))
+            record = RouteRecord(now, route_request, candidates, state, decision, sequence)
+            self._on_route(record)
         if not decision.picks:
             self._refused.append(_refused_by_routing(request, decision))
             return
@@ -173,16 +200,23 @@ class _Run:
                 )
             )
             return
-        priority = self._config.traffic_classes.targets(request.traffic_class).engine_priority
-        job = Job(request, priority, order=len(self._jobs))
+        job = Job(request, self._priority[request.traffic_class], order=len(self._jobs))
         self._jobs.append((job, engine.replica_id))
-        engine.submit(job)
         if engine.idle:
-            self._continue(engine, engine.start(now), loop)
+            engine.submit(job, now)
+            self._schedule(engine, engine.start(now), loop)
+            return
+        sooner = engine.submit(job, now)
+        if sooner is not None:
+            loop.cancel(self._pending[engine.replica_id])
+            self._schedule(engine, sooner, loop)
 
-    def _continue(self, engine: VirtualReplica, end: float | None, loop: EventLoop) -> None:
+    def _schedule(self, engine: VirtualReplica, end: float | None, loop: EventLoop) -> None:
+        """Finish the engine's phase at ``end``, then schedule the next one."""
         if end is not None:
-            loop.at(end, lambda now: self._continue(engine, engine.finish(now), loop))
+            self._pending[engine.replica_id] = loop.at(
+                end, lambda now: self._schedule(engine, engine.finish(now), loop)
+            )
 
     def report(self, plan: PlacementPlan, simulated_s: float) -> SimulationReport:
         outcomes = sorted(

@@ -44,3 +44,15 @@ def _fleet(max_num_seqs: int = 64, replicas: int = 3) -> tuple[GearshiftConfig, 
 def fleet() -> Callable[..., tuple[GearshiftConfig, PlacementPlan]]:
     """``fleet(max_num_seqs=64, replicas=3)``: the config and the solver's plan for it."""
     return _fleet
+
+
+def offline_plan(config: GearshiftConfig) -> PlacementPlan:
+    """The config's own solver over every node of its fleet, all up (as ``gearshift simulate``)."""
+    solver = PluginRegistry.from_entry_points().build(config.placement.solver, PlacementSolver)
+    return plan(solver, config, _nodes(config), [])
+
+
+@pytest.fixture
+def planner() -> Callable[[GearshiftConfig], PlacementPlan]:
+    """Plans a config on its whole fleet with its own solver."""
+    return offline_plan

@@ -17,6 +17,7 @@ from scheduler.placement.shapes import group_accelerator, perf_profile, performa
 from scheduler.plugins import PluginRegistry
 from scheduler.routing.profiles import build_profiles
 from scheduler.simulator import SimulationReport, TraceRequest, simulate, synthetic_trace
+from scheduler.simulator.engine import EventLoop
 from scheduler.simulator.run import RouteRecord
 from scheduler.types import TrafficClass
 
@@ -190,3 +191,61 @@ def test_a_missed_ttft_target_fails_the_slo(fleet: Fleet) -> None:
     assert simulate(config, plan, trace).classes[TrafficClass.STANDARD].slo_attainment == 1.0
     missed = simulate(strict, plan, trace).classes[TrafficClass.STANDARD]
     assert missed.slo_attainment == 0.0 and missed.tokens_within_slo == 0 and missed.completed == 1
+
+
+def test_a_request_queued_mid_run_joins_at_the_next_decode_step_boundary(fleet: Fleet) -> None:
+    # The decode run of A is timed ahead in chunks; B arrives during A's third decode step
+    # and must be admitted exactly when that step ends, as with one event per step.
+    config, plan = fleet(replicas=1)
+    _, perf = _perf(config, plan, plan.assignments[0].replica_id)
+    step, prefill = perf.decode_step_seconds, perf.prefill_seconds
+    a = TraceRequest(0.0, 700, 50, TrafficClass.STANDARD, MODEL)
+    third_step_starts = prefill(700) + step(1, 701) + step(1, 702)
+    b = TraceRequest(third_step_starts + step(1, 703) / 2, 300, 5, TrafficClass.STANDARD, MODEL)
+    times: list[float] = []
+    report = simulate(config, plan, [a, b], on_event=times.append)
+
+    joined = third_step_starts + step(1, 703)
+    b_first = joined + prefill(300)
+    a_produced = 4  # its prefill token and three decode steps
+    mean = ((700 + a_produced) + (300 + 1)) // 2
+    b_done = b_first
+    for k in range(4):
+        b_done += step(2, mean + k)
+    a_done = b_done
+    for k in range(50 - a_produced - 4):
+        a_done += step(1, 700 + a_produced + 4 + k)
+    outcome = {o.request: o for o in report.outcomes}
+    assert outcome[b].first_token_at == b_first and outcome[b].finished_at == b_done
+    assert outcome[a].first_token_at == prefill(700) and outcome[a].finished_at == a_done
+    assert report.tokens_generated == 55
+    assert len(times) < 20, "decode steps are not one event each"
+
+
+def test_a_request_that_cannot_be_admitted_does_not_cut_the_run_short(fleet: Fleet) -> None:
+    config, plan = fleet(max_num_seqs=1, replicas=1)
+    _, perf = _perf(config, plan, plan.assignments[0].replica_id)
+    a = TraceRequest(0.0, 500, 40, TrafficClass.STANDARD, MODEL)
+    b = TraceRequest(0.05, 200, 3, TrafficClass.STANDARD, MODEL)  # no free batch slot
+    report = simulate(config, plan, [a, b])
+
+    outcome = {o.request: o for o in report.outcomes}
+    a_done = perf.prefill_seconds(500)
+    for k in range(39):
+        a_done += perf.decode_step_seconds(1, 501 + k)
+    assert outcome[a].finished_at == a_done
+    assert outcome[b].first_token_at == a_done + perf.prefill_seconds(200)
+
+
+def test_a_cancelled_action_never_runs_and_is_not_an_event() -> None:
+    seen: list[float] = []
+    ran: list[str] = []
+    loop = EventLoop(on_event=seen.append)
+    loop.at(1.0, lambda now: ran.append("a"))
+    doomed = loop.at(2.0, lambda now: ran.append("b"))
+    loop.at(3.0, lambda now: ran.append("c"))
+    loop.cancel(doomed)
+    loop.run()
+    assert ran == ["a", "c"] and seen == [1.0, 3.0] and loop.now == 3.0
+    with pytest.raises(RuntimeError, match="before now"):
+        loop.at(2.5, lambda now: None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import random
 import statistics
 from pathlib import Path
@@ -10,9 +11,11 @@ import pytest
 
 from scheduler.errors import ConfigError
 from scheduler.simulator import TraceRequest, load_trace, synthetic_trace
+from scheduler.simulator.trace import first_seconds
 from scheduler.types import TrafficClass
 
-SHARED_TRACE = Path("/work/shared/data/traces/splitwise_conv.csv")
+REPO = Path(__file__).resolve().parents[3]
+SPLITWISE_CONV = REPO / "benchmarks" / "data" / "splitwise_conv.csv.gz"
 
 
 def test_csv_rows_become_requests_sorted_with_optional_class(tmp_path: Path) -> None:
@@ -54,12 +57,53 @@ def test_a_missing_column_or_file_is_a_config_error(tmp_path: Path) -> None:
         load_trace(tmp_path / "absent.csv", model="m")
 
 
-def test_the_shared_splitwise_trace_loads_when_present() -> None:
-    if not SHARED_TRACE.exists():
-        pytest.skip(f"{SHARED_TRACE} is not present on this machine")
-    trace = load_trace(SHARED_TRACE, model="m")
-    assert len(trace) > 1000
+def test_the_shipped_splitwise_trace_loads_gzip_compressed() -> None:
+    trace = load_trace(SPLITWISE_CONV, model="m", default_class=TrafficClass.INTERACTIVE)
+    assert len(trace) == 19_366
     assert all(a.arrived_at <= b.arrived_at for a, b in zip(trace, trace[1:], strict=False))
+    assert {r.traffic_class for r in trace} == {TrafficClass.INTERACTIVE}
+    assert 3400 < trace[-1].arrived_at - trace[0].arrived_at < 3600
+
+
+def test_a_class_column_named_class_is_read_and_rows_without_one_draw_from_the_mix(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.csv"
+    rows = "".join(f"{i},10,5,{'batch' if i < 3 else ''}\n" for i in range(200))
+    path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens,class\n" + rows)
+    mix = {TrafficClass.INTERACTIVE: 1.0, TrafficClass.STANDARD: 3.0}
+
+    def load(seed: int) -> list[TraceRequest]:
+        return load_trace(path, model="m", mix=mix, rng=random.Random(seed))
+
+    trace = load(4)
+    assert [r.traffic_class for r in trace[:3]] == [TrafficClass.BATCH] * 3  # given: kept
+    drawn = [r.traffic_class for r in trace[3:]]
+    assert set(drawn) == {TrafficClass.INTERACTIVE, TrafficClass.STANDARD}
+    assert 0.6 < drawn.count(TrafficClass.STANDARD) / len(drawn) < 0.9
+    assert trace == load(4) and trace != load(5)
+    without_mix = load_trace(path, model="m", default_class=TrafficClass.BATCH)
+    assert {r.traffic_class for r in without_mix} == {TrafficClass.BATCH}
+
+
+def test_a_gzip_trace_reads_like_the_plain_one_and_a_corrupt_one_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    text = "arrived_at,num_prefill_tokens,num_decode_tokens\n0.5,10,2\n0.1,20,3\n"
+    plain, packed = tmp_path / "t.csv", tmp_path / "t.csv.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    assert load_trace(packed, model="m") == load_trace(plain, model="m")
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(b"not gzip at all")
+    with pytest.raises(ConfigError, match="cannot read trace"):
+        load_trace(broken, model="m")
+
+
+def test_first_seconds_keeps_arrivals_within_the_window_of_the_first() -> None:
+    trace = [TraceRequest(t, 1, 1, TrafficClass.BATCH, "m") for t in (5.0, 5.5, 6.99, 7.0, 9.0)]
+    assert [r.arrived_at for r in first_seconds(trace, 2.0)] == [5.0, 5.5, 6.99]
+    assert first_seconds([], 10.0) == []
 
 
 def _gaps(trace: list[TraceRequest]) -> list[float]:
