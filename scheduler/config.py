@@ -421,7 +421,7 @@ class PlacementConfig(_Section):
     """How replicas are placed and reconciled."""
 
     solver: PluginSpec = Field(
-        default_factory=lambda: PluginSpec(name="solver", type="memory-best-fit-solver"),
+        default_factory=lambda: PluginSpec(name="solver", type="cost-milp-solver"),
         description="The placement solver plugin.",
     )
     interval_s: float = Field(2.0, gt=0, le=3600, description="Seconds between reconcile rounds.")

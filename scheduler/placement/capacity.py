@@ -63,7 +63,8 @@ BUCKET_MIN_TOKENS = 16
 
 @dataclass(frozen=True, slots=True, order=True)
 class RequestBucket:
-    """A request size on the bucket grid: prompt and output tokens, each rounded up."""
+    """A request size: prompt and output tokens (on the bucket grid where it keys the table,
+    the demand's own mean sizes where a shape is rated for a demand)."""
 
     prompt_tokens: int
     output_tokens: int
@@ -89,6 +90,15 @@ def bucket_tokens(tokens: int) -> int:
 def request_bucket(prompt_tokens: int, output_tokens: int) -> RequestBucket:
     """The bucket a (prompt, output) request size falls in."""
     return RequestBucket(bucket_tokens(prompt_tokens), bucket_tokens(output_tokens))
+
+
+def grid_below(tokens: int) -> int:
+    """The largest grid value at most ``tokens`` (``BUCKET_MIN_TOKENS`` below the grid)."""
+    upper = bucket_tokens(tokens)
+    if upper == tokens or tokens <= BUCKET_MIN_TOKENS:
+        return upper
+    power_of_two = upper & (upper - 1) == 0
+    return upper * 3 // 4 if power_of_two else upper * 2 // 3
 
 
 # ------------------------------------------------------------------------------- the formula
@@ -267,15 +277,52 @@ def capacity_point(
     return replica_capacity(perf, targets, bucket.prompt_tokens, bucket.output_tokens, max_num_seqs)
 
 
+def demand_capacity(
+    perf: ReplicaPerformance,
+    targets: ClassTargets,
+    prompt_tokens: int,
+    output_tokens: int,
+    max_num_seqs: int,
+) -> CapacityPoint:
+    """The capacity at a demand's own request size, read off the table: the time per request
+    (1/rate) is interpolated bilinearly between the four grid buckets around the size, so a
+    demand is neither rated at a bucket up to 50 % larger than it nor recomputed per size.
+    Where any of those buckets cannot be served, the rounded-up bucket's point (and reason)
+    stands: never more optimistic than the grid."""
+    prompt_weights = _weights(prompt_tokens)
+    output_weights = _weights(output_tokens)
+    upper = capacity_point(
+        perf, targets, RequestBucket(max(prompt_weights), max(output_weights)), max_num_seqs
+    )
+    seconds = 0.0
+    for prompt, prompt_weight in prompt_weights.items():
+        for output, output_weight in output_weights.items():
+            point = capacity_point(perf, targets, RequestBucket(prompt, output), max_num_seqs)
+            if point.rate_per_s <= 0:
+                return upper
+            seconds += prompt_weight * output_weight / point.rate_per_s
+    return replace(upper, rate_per_s=1.0 / seconds)
+
+
+def _weights(tokens: int) -> dict[int, float]:
+    """The grid values around ``tokens`` and their linear-interpolation weights."""
+    low, high = grid_below(tokens), bucket_tokens(tokens)
+    if low == high:
+        return {high: 1.0}
+    share = (tokens - low) / (high - low)
+    return {low: 1.0 - share, high: share}
+
+
 # ------------------------------------------------------------------------ shapes and config
 
 
-def demand_buckets(demands: Iterable[ClassDemand]) -> dict[TrafficClass, RequestBucket]:
-    """The bucket of each class's demand; ``DEFAULT_BUCKET`` for classes without one."""
-    buckets = dict.fromkeys(TrafficClass, DEFAULT_BUCKET)
+def demand_sizes(demands: Iterable[ClassDemand]) -> dict[TrafficClass, RequestBucket]:
+    """Each class's request size (its demand's mean sizes, not rounded to the grid);
+    ``DEFAULT_BUCKET`` for classes without demand."""
+    sizes = dict.fromkeys(TrafficClass, DEFAULT_BUCKET)
     for demand in demands:
-        buckets[demand.traffic_class] = request_bucket(demand.prompt_tokens, demand.output_tokens)
-    return buckets
+        sizes[demand.traffic_class] = RequestBucket(demand.prompt_tokens, demand.output_tokens)
+    return sizes
 
 
 def workload_demand(config: GearshiftConfig) -> dict[str, tuple[ClassDemand, ...]]:
@@ -317,8 +364,12 @@ def _shape_points(
     utilization = config.placement.gpu_memory_utilization
     perf = performance(model, group_accelerator(group), shape.tensor_parallel, utilization)
     return {
-        cls: capacity_point(
-            perf, config.traffic_classes.targets(cls), buckets[cls], model.max_num_seqs
+        cls: demand_capacity(
+            perf,
+            config.traffic_classes.targets(cls),
+            buckets[cls].prompt_tokens,
+            buckets[cls].output_tokens,
+            model.max_num_seqs,
         )
         for cls in TrafficClass
     }
@@ -347,15 +398,15 @@ def capacity_rows(
     demand: Mapping[str, Sequence[ClassDemand]] | None = None,
 ) -> list[CapacityRow]:
     """Every model (or just ``model``) × node group × fitting TP × class of ``config``, at the
-    bucket of that model's demand per class (``config.workload`` unless ``demand`` is given;
-    ``DEFAULT_BUCKET`` for a class without demand)."""
+    size of that model's demand per class, interpolated on the table (``config.workload``
+    unless ``demand`` is given; ``DEFAULT_BUCKET`` for a class without demand)."""
     demand = workload_demand(config) if demand is None else demand
     utilization = config.placement.gpu_memory_utilization
     rows: list[CapacityRow] = []
     for served in config.models:
         if model is not None and served.name != model:
             continue
-        buckets = demand_buckets(demand.get(served.name, ()))
+        buckets = demand_sizes(demand.get(served.name, ()))
         for group in config.fleet.node_groups:
             for shape in replica_shapes(served, group, utilization):
                 if not shape.fits:

@@ -3,7 +3,8 @@
 Demand per (model, class) is the config's ``workload`` merged with what the gateways observe:
 the larger rate wins, with its own request sizes (the workload's on a tie), so observed traffic
 can only raise the floor the operator set. Each shape carries its price, whether it may be
-interrupted, and its capacity per class at the bucket of that class's demand.
+interrupted, and its capacity per class at the size of that class's demand (read off the
+capacity table).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from scheduler.framework.placement import (
     PlacementSolver,
     ReplicaAssignment,
 )
-from scheduler.placement.capacity import demand_buckets, with_capacity, workload_demand
+from scheduler.placement.capacity import demand_sizes, with_capacity, workload_demand
 from scheduler.placement.shapes import replica_shapes
 from scheduler.types import TrafficClass
 
@@ -67,7 +68,7 @@ def build_problem(
     demands = []
     for model in config.models:
         classes = demand.get(model.name, ())
-        buckets = demand_buckets(classes)
+        buckets = demand_sizes(classes)
         shapes = tuple(
             with_capacity(shape, model, group, config, buckets)
             for group in groups

@@ -38,7 +38,7 @@ def test_the_demo_table_has_a_row_per_model_group_tp_and_class() -> None:
     assert cpu_interactive["reason"] == "even alone, TTFT 689 ms, above the 500 ms target"
 
 
-def test_model_filter_and_workload_buckets(tmp_path: Path) -> None:
+def test_model_filter_and_workload_sizes(tmp_path: Path) -> None:
     config = tmp_path / "fleet.yaml"
     config.write_text(
         """
@@ -59,7 +59,7 @@ workload:
     rows = yaml.safe_load(result.stdout)
     assert {r["model"] for r in rows} == {"qwen2.5-0.5b"}
     buckets = {r["class"]: (r["prompt_tokens"], r["output_tokens"]) for r in rows}
-    assert buckets == {"interactive": (512, 128), "standard": (512, 128), "batch": (1024, 96)}
+    assert buckets == {"interactive": (512, 128), "standard": (512, 128), "batch": (1000, 90)}
 
 
 def test_table_output_explains_zero_rates() -> None:

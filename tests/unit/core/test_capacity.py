@@ -13,11 +13,14 @@ from nodes.performance import ReplicaPerformance
 from scheduler.config import ClassTargets, ModelConfig, TrafficClassesConfig, parse_config
 from scheduler.framework.placement import PlacementPlan, ReplicaAssignment
 from scheduler.placement.capacity import (
+    BUCKET_MIN_TOKENS,
     DEFAULT_BUCKET,
     RequestBucket,
     bucket_tokens,
     capacity_point,
     capacity_rows,
+    demand_capacity,
+    grid_below,
     replica_capacity,
     request_bucket,
 )
@@ -347,3 +350,39 @@ fleet:
 models:
   - {name: qwen2.5-0.5b}
 """
+
+
+@pytest.mark.parametrize("tokens", [1, 16, 17, 23, 24, 40, 48, 50, 64, 100, 767, 768, 1155, 4097])
+def test_the_grid_brackets_every_size(tokens: int) -> None:
+    low, high = grid_below(tokens), bucket_tokens(tokens)
+    assert low <= max(tokens, BUCKET_MIN_TOKENS) <= high
+    assert bucket_tokens(low) == low  # both ends are grid values
+    assert low == high or bucket_tokens(low + 1) == high  # and neighbours
+
+
+@pytest.mark.parametrize(
+    ("model", "card", "cls"),
+    [
+        ("llama-3.1-8b", "H100-SXM", TrafficClass.INTERACTIVE),
+        ("llama-3.1-8b", "A100-80GB", TrafficClass.BATCH),
+        ("qwen2.5-0.5b", "L4", TrafficClass.STANDARD),
+    ],
+)
+def test_a_demand_is_rated_at_its_own_size_between_the_grid_buckets(
+    model: str, card: str, cls: TrafficClass
+) -> None:
+    perf, targets = _perf(model, card), CLASSES.targets(cls)
+    on_grid = demand_capacity(perf, targets, 1536, 256, 256)
+    grid_point = capacity_point(perf, targets, RequestBucket(1536, 256), 256)
+    assert on_grid.rate_per_s == pytest.approx(grid_point.rate_per_s, rel=1e-12)
+    rate = demand_capacity(perf, targets, 1155, 211, 256).rate_per_s
+    below = capacity_point(perf, targets, RequestBucket(1024, 192), 256).rate_per_s
+    above = capacity_point(perf, targets, RequestBucket(1536, 256), 256).rate_per_s
+    assert above < rate < below, "between the buckets around it, not the rounded-up one"
+
+
+def test_a_size_whose_lower_bucket_cannot_be_served_falls_back_to_the_grid_point() -> None:
+    perf, targets = _perf("qwen2.5-0.5b", "L4"), CLASSES.targets(TrafficClass.INTERACTIVE)
+    # An output far beyond the KV cache on both sides: the rounded-up bucket's reason stands.
+    huge = demand_capacity(perf, targets, 10_000_000, 100, 256)
+    assert huge.rate_per_s == 0 and huge.reason

@@ -38,8 +38,10 @@ def _model(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def solver(registry: PluginRegistry, demo: GearshiftConfig) -> PlacementSolver:
-    built: PlacementSolver = registry.build(demo.placement.solver, PlacementSolver)
+def solver(registry: PluginRegistry) -> PlacementSolver:
+    """This file pins ``memory-best-fit-solver`` (the cost solvers have their own tests)."""
+    spec = PluginSpec(name="solver", type="memory-best-fit-solver")
+    built: PlacementSolver = registry.build(spec, PlacementSolver)
     return built
 
 

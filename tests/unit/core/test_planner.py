@@ -17,7 +17,10 @@ from scheduler.framework.placement import (
     PlacementProblem,
     ReplicaShape,
 )
-from scheduler.placement.capacity import DEFAULT_BUCKET, capacity_point, request_bucket
+from scheduler.placement.capacity import (
+    DEFAULT_BUCKET,
+    demand_capacity,
+)
 from scheduler.placement.planner import build_problem, merged_demand, plan
 from scheduler.placement.shapes import group_accelerator, performance
 from scheduler.types import TrafficClass
@@ -108,7 +111,7 @@ def test_shapes_carry_the_solver_price_and_interruptibility(
     assert (cpu.price_per_hour, cpu.interruptible, cpu.on_cpu) == (0.01, False, True)
 
 
-def test_shapes_carry_capacity_at_the_bucket_of_each_class_demand(
+def test_shapes_carry_capacity_at_the_size_of_each_class_demand(
     config: GearshiftConfig, make_fleet_nodes: Callable[..., list[NodeView]]
 ) -> None:
     problem = build_problem(config, make_fleet_nodes(config), [])
@@ -116,16 +119,16 @@ def test_shapes_carry_capacity_at_the_bucket_of_each_class_demand(
     group = config.fleet.node_groups[0]
     model = config.models[0]
     perf = performance(model, group_accelerator(group), 2, 0.9)
-    buckets = {
-        INTERACTIVE: request_bucket(600, 100),
-        STANDARD: DEFAULT_BUCKET,
-        BATCH: request_bucket(2000, 300),
+    sizes = {
+        INTERACTIVE: (600, 100),
+        STANDARD: (DEFAULT_BUCKET.prompt_tokens, DEFAULT_BUCKET.output_tokens),
+        BATCH: (2000, 300),
     }
     expected = {
-        cls: capacity_point(
-            perf, config.traffic_classes.targets(cls), bucket, model.max_num_seqs
+        cls: demand_capacity(
+            perf, config.traffic_classes.targets(cls), prompt, output, model.max_num_seqs
         ).rate_per_s
-        for cls, bucket in buckets.items()
+        for cls, (prompt, output) in sizes.items()
     }
     assert shape.capacity == expected
     assert all(rate > 0 for rate in expected.values())

@@ -9,7 +9,7 @@ from nodes.engines.launch import EngineSpec, engine_command
 from nodes.engines.vllm import ENTRYPOINT, VllmLaunch, vllm_argv, vllm_env
 from nodes.models import Dtype, catalog_model
 from scheduler.errors import ConfigError
-from scheduler.types import EngineKind
+from scheduler.types import EngineKind, KvCacheDtype
 
 
 def _launch(**overrides: object) -> VllmLaunch:
@@ -86,6 +86,14 @@ def test_weight_formats(dtype: Dtype, expected: tuple[str, str]) -> None:
     assert flags[expected[0]] == expected[1]
     other = "--dtype" if expected[0] == "--quantization" else "--quantization"
     assert other not in flags
+
+
+def test_an_fp8_kv_cache_is_asked_for_and_cannot_be_overridden() -> None:
+    assert "--kv-cache-dtype" not in _flags(vllm_argv(_launch(), "127.0.0.1", 1))
+    fp8 = _flags(vllm_argv(_launch(kv_cache_dtype=KvCacheDtype.FP8), "127.0.0.1", 1))
+    assert fp8["--kv-cache-dtype"] == "fp8"
+    with pytest.raises(ConfigError, match="--kv-cache-dtype"):
+        vllm_argv(_launch(extra_args=("--kv-cache-dtype=fp8",)), "127.0.0.1", 1)
 
 
 def test_cpu_build_argv_and_env() -> None:

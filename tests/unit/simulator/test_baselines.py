@@ -126,7 +126,7 @@ def test_a_single_type_fleet_holds_only_that_type(planner: Planner) -> None:
 def test_a_single_type_fleet_grows_until_the_cost_solver_covers_the_demand(
     planner: Planner,
 ) -> None:
-    config = parse_config(COST % {"interactive": 250})
+    config = parse_config(COST % {"interactive": 400})
     single, plan, notes = single_type_plan(config, "H100-SXM", planner)
     extra = single.fleet.node_groups[-1]
     used = sum(a.tensor_parallel for a in plan.assignments)
