@@ -223,7 +223,7 @@ def _tables(document: dict[str, Any]) -> list[Table]:
                     r["tensor_parallel"],
                     r["count"],
                     r["cost_per_hour"],
-                    "interruptible" if r["interruptible"] else "",
+                    "yes" if r["interruptible"] else "",
                 )
                 for r in document["replicas"]
             ],
