@@ -9,6 +9,9 @@
     │   ├── InvalidRequest          bad JSON, a bad field (carries ``param``); never retried
     │   │   └── RequestTooLarge     the body is over the configured limit
     │   ├── ModelNotFound           the model is not served here
+    │   ├── Unauthenticated         no API key, or not a live one
+    │   ├── PermissionDenied        the key may not do this (no class it may use at or below)
+    │   ├── RateLimited             the key is over its RPM/TPM (carries ``retry_after_s``)
     │   └── NoCapacity              nothing can take the request now (carries ``retry_after_s``)
     ├── UpstreamError               an engine failed or answered garbage
     ├── ControlPlaneError           Ray or the controller could not be reached or refused
@@ -58,6 +61,25 @@ class ModelNotFound(RequestError):
             code="model_not_found",
         )
         self.model = model
+
+
+class Unauthenticated(RequestError):
+    """The request carries no API key, a malformed one, or one that is unknown or revoked."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="invalid_api_key")
+
+
+class PermissionDenied(RequestError):
+    """The key is valid but may not do what the request asks."""
+
+
+class RateLimited(RequestError):
+    """The key is over its requests or tokens per minute; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message, code="rate_limit_exceeded")
+        self.retry_after_s = retry_after_s
 
 
 class NoCapacity(RequestError):

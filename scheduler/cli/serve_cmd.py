@@ -23,6 +23,7 @@ from scheduler.cli import session_file
 from scheduler.cli.output import console_err, console_out, fail, make_table
 from scheduler.config import GearshiftConfig, demo_config, load_config
 from scheduler.errors import ConfigError, GearshiftError
+from scheduler.gateway.auth import auth_required
 from scheduler.gateway.endpoints import EndpointTable, FleetStateSource
 from scheduler.plugins import PluginRegistry
 from scheduler.routing.profiles import build_profiles
@@ -55,6 +56,13 @@ def serve(
             help="Where to write the admin URL and token for `gearshift status`.",
         ),
     ] = session_file.DEFAULT_PATH,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve without API keys even when the key file exists (prints a warning).",
+        ),
+    ] = False,
 ) -> None:
     """Start the fleet and serve the OpenAI-compatible endpoint until Ctrl-C.
 
@@ -65,6 +73,9 @@ def serve(
         cfg = _with_overrides(
             load_config(config) if config else demo_config(), host, port, admin_port
         )
+        if no_auth:
+            auth = cfg.gateway.auth.model_copy(update={"enabled": False})
+            cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"auth": auth})})
         registry = PluginRegistry.from_entry_points()
         build_profiles(registry, cfg.routing)  # fail on a bad routing config before Ray starts
         if address is None:
@@ -93,6 +104,7 @@ def serve(
         started=started,
         session=session,
     )
+    _announce_auth(cfg, run.public_url)
 
     nodes = sum(group.nodes for group in cfg.fleet.node_groups)
     starting = (
@@ -231,6 +243,19 @@ def _print_summary(
         markup=False,
     )
     console_out.print("Ctrl-C stops everything.")
+
+
+def _announce_auth(cfg: GearshiftConfig, public_url: str) -> None:
+    auth = cfg.gateway.auth
+    if auth_required(auth):
+        console_err.print(f"API keys required on {public_url}/v1 (key file: {auth.keys_file}).")
+        return
+    why = "--no-auth or gateway.auth.enabled: false" if not auth.enabled else "no key file yet"
+    console_err.print(
+        f"[bold red]WARNING: authentication is OFF: anyone who can reach {public_url} can use "
+        f"every class[/bold red] ({why}; create keys with `gearshift keys create`).",
+        soft_wrap=True,
+    )
 
 
 def _with_overrides(

@@ -17,8 +17,11 @@ from scheduler.errors import (
     InvalidRequest,
     ModelNotFound,
     NoCapacity,
+    PermissionDenied,
+    RateLimited,
     RequestError,
     RequestTooLarge,
+    Unauthenticated,
     UpstreamError,
 )
 
@@ -49,6 +52,12 @@ def status_for(exc: GearshiftError) -> int:
         return 400
     if isinstance(exc, NoCapacity):
         return 503
+    if isinstance(exc, Unauthenticated):
+        return 401
+    if isinstance(exc, PermissionDenied):
+        return 403
+    if isinstance(exc, RateLimited):
+        return 429
     if isinstance(exc, UpstreamError):
         return 502
     return 500
@@ -61,6 +70,11 @@ def domain_error_response(exc: GearshiftError) -> JSONResponse:
         retry_after = str(max(1, math.ceil(exc.retry_after_s)))
         return error_response(
             status, exc.message, "server_error", None, exc.code, {"Retry-After": retry_after}
+        )
+    if isinstance(exc, RateLimited):
+        retry_after = str(max(1, math.ceil(exc.retry_after_s)))
+        return error_response(
+            status, exc.message, "rate_limit_error", None, exc.code, {"Retry-After": retry_after}
         )
     if isinstance(exc, RequestError):
         return error_response(status, exc.message, "invalid_request_error", exc.param, exc.code)
