@@ -10,6 +10,7 @@ from policies.routing import (
     queue_headroom_filter,
     ready_filter,
     round_robin_picker,
+    slo_ttft_filter,
 )
 from scheduler.framework.plugin import PluginType
 
@@ -18,6 +19,7 @@ PLUGINS: tuple[PluginType, ...] = (
     context_fit_filter.PLUGIN,
     kv_headroom_filter.PLUGIN,
     queue_headroom_filter.PLUGIN,
+    slo_ttft_filter.PLUGIN,
     predicted_ttft_scorer.PLUGIN,
     cost_per_token_scorer.PLUGIN,
     queue_depth_scorer.PLUGIN,

@@ -1,0 +1,66 @@
+"""``slo-ttft-filter``: skip replicas whose predicted time to first token misses the class's
+target, so a class spills to a slower tier only while that tier still meets its SLO."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
+
+from scheduler.framework.plugin import PluginParams, PluginType, Rejection, Verdict
+from scheduler.framework.routing import Cycle, EndpointView, Filter, FilterResult, RouteRequest
+
+
+class SloTtftParams(PluginParams):
+    ttft_s: float = Field(
+        0.5,
+        gt=0,
+        description="TTFT target, seconds (set it to the profile's class target, e.g. "
+        "traffic_classes.interactive.ttft_s).",
+    )
+    keep_fastest: bool = Field(
+        True,
+        description="When no replica meets the target, keep the fastest instead of none "
+        "(a late answer beats a 503).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SloTtftFilter:
+    """Keeps replicas with ``predicted_ttft_s(prompt) <= ttft_s`` (the prediction the
+    ``predicted-ttft-scorer`` ranks by); the rest are ``UNFIT`` (not now)."""
+
+    TYPE: ClassVar[str] = "slo-ttft-filter"
+    name: str
+    params: SloTtftParams
+
+    def filter(
+        self, request: RouteRequest, candidates: Sequence[EndpointView], cycle: Cycle
+    ) -> FilterResult:
+        ttft = {e.replica_id: e.predicted_ttft_s(request.prompt_tokens) for e in candidates}
+        target = self.params.ttft_s
+        if self.params.keep_fastest and candidates and min(ttft.values()) > target:
+            target = min(ttft.values())
+        kept = tuple(e for e in candidates if ttft[e.replica_id] <= target)
+        rejected = tuple(
+            Rejection(
+                e.replica_id,
+                Verdict.UNFIT,
+                f"predicted TTFT {ttft[e.replica_id]:.3f} s exceeds the "
+                f"{self.params.ttft_s:g} s target",
+            )
+            for e in candidates
+            if ttft[e.replica_id] > target
+        )
+        return FilterResult(kept, rejected)
+
+
+PLUGIN = PluginType(
+    type_name=SloTtftFilter.TYPE,
+    kind=Filter,
+    params=SloTtftParams,
+    factory=SloTtftFilter,
+    summary="Skips replicas predicted to miss the class's time-to-first-token target.",
+)
