@@ -474,6 +474,118 @@ class PlacementConfig(_Section):
 # ------------------------------------------------------------------------------------ gateway
 
 
+class ClassAdmission(_Section):
+    """How one traffic class waits in the gateway for an admission slot."""
+
+    max_queued: int = Field(
+        1024,
+        ge=0,
+        le=1_000_000,
+        description="Most requests of this class waiting at once; one more gets 503 + "
+        "Retry-After (`queue_full`). 0 never queues: a closed gate answers 503 at once.",
+    )
+    max_queued_bytes: int = Field(
+        64 * 1_048_576, ge=0, description="Most request-body bytes of this class waiting at once."
+    )
+    queue_ttl_s: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="Longest wait; an older request ends with 503 (`queue_timeout`).",
+    )
+    saturation_threshold: float | None = Field(
+        None,
+        description="Dispatched only while the model's fleet saturation (0 idle, 1 full) is "
+        "below this; null: whenever routing found a replica (never queued).",
+        gt=0,
+        le=1,
+    )
+
+
+class AdmissionConfig(_Section):
+    """Per-class admission in the gateway: strict priority (interactive, standard, batch),
+    saturation gates, bounded queues with TTLs; batch is shed before interactive waits."""
+
+    interactive: ClassAdmission = Field(
+        default_factory=lambda: ClassAdmission(
+            max_queued=1024,
+            max_queued_bytes=64 * 1_048_576,
+            queue_ttl_s=30.0,
+            saturation_threshold=None,
+        ),
+        description="Latency-critical traffic: admitted whenever routing found a replica.",
+    )
+    standard: ClassAdmission = Field(
+        default_factory=lambda: ClassAdmission(
+            max_queued=1024,
+            max_queued_bytes=64 * 1_048_576,
+            queue_ttl_s=30.0,
+            saturation_threshold=0.95,
+        ),
+        description="Default traffic: waits only when the fleet is nearly full.",
+    )
+    batch: ClassAdmission = Field(
+        default_factory=lambda: ClassAdmission(
+            max_queued=4096,
+            max_queued_bytes=128 * 1_048_576,
+            queue_ttl_s=300.0,
+            saturation_threshold=0.8,
+        ),
+        description="Throughput traffic: yields to the other classes well before saturation.",
+    )
+    max_queued_total: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="Most requests waiting over all classes; when full, a higher class evicts "
+        "the youngest request of the lowest class waiting (which gets 503, `shed`).",
+    )
+    max_queued_bytes_total: int = Field(
+        128 * 1_048_576, ge=0, description="Most request-body bytes waiting over all classes."
+    )
+    full_queue_depth: int = Field(
+        8,
+        ge=1,
+        le=100_000,
+        description="Requests queued on one engine at which it counts as saturated; a "
+        "replica's saturation is max(KV usage, queued / this), the model's the mean over its "
+        "ready replicas.",
+    )
+    dispatch_interval_s: float = Field(
+        0.01,
+        gt=0,
+        le=5,
+        description="While requests wait: how often expiry is checked and the gates re-read "
+        "(at most one gated request per model is dispatched per interval).",
+    )
+
+    def limits(self, traffic_class: TrafficClass) -> ClassAdmission:
+        limits: ClassAdmission = getattr(self, traffic_class.value)
+        return limits
+
+
+class AuthConfig(_Section):
+    """API keys on the public endpoint (`gearshift keys create`)."""
+
+    enabled: bool = Field(
+        True,
+        description="Require an API key on every /v1 route once the keys file exists; false "
+        "turns authentication off (serve then prints a warning).",
+    )
+    keys_file: str = Field(
+        "~/.gearshift/keys.json",
+        min_length=1,
+        description="The key file (salted hashes only, mode 0600); `~` is the user's home.",
+    )
+    reload_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often a running gateway looks for changes to the key file "
+        "(revocations take effect within this).",
+    )
+
+
 class GatewayConfig(_Section):
     """The OpenAI-compatible endpoint and the admin API."""
 
@@ -493,6 +605,12 @@ class GatewayConfig(_Section):
     max_tokens_cap: int = Field(
         32_768, ge=1, description="Largest max_tokens a request may ask for."
     )
+    max_n: int = Field(
+        4,
+        ge=1,
+        le=128,
+        description="Most choices (`n`) one request may ask for; each multiplies engine work.",
+    )
     request_timeout_s: float = Field(600.0, gt=0, description="Upper bound on one proxied request.")
     connect_timeout_s: float = Field(
         2.0, gt=0, description="Time to connect to an engine before trying the next."
@@ -502,6 +620,13 @@ class GatewayConfig(_Section):
     )
     retry_after_s: float = Field(
         1.0, gt=0, le=120, description="Retry-After sent when no replica can take a request."
+    )
+    admission: AdmissionConfig = Field(
+        default_factory=AdmissionConfig,
+        description="Per-class queues, priority and shedding in front of the engines.",
+    )
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig, description="API keys, tenants and per-key limits."
     )
 
 

@@ -13,6 +13,7 @@ from scheduler.cli.catalog_cmd import catalog
 from scheduler.cli.config_cmd import app as config_app
 from scheduler.cli.dev_cmd import app as dev_app
 from scheduler.cli.inventory_cmd import inventory
+from scheduler.cli.keys_cmd import app as keys_app
 from scheduler.cli.node_cmd import app as node_app
 from scheduler.cli.perf_cmd import perf
 from scheduler.cli.plan_cmd import plan
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
+app.add_typer(keys_app, name="keys")
 app.add_typer(node_app, name="node")
 app.command("inventory")(inventory)
 app.command("capacity")(capacity)

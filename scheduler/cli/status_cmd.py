@@ -1,4 +1,5 @@
-"""``gearshift status``: replicas per model × accelerator, with $/h and health (admin API)."""
+"""``gearshift status``: replicas per model × accelerator with $/h and health, and per-class
+requests, TTFT, tokens and $ (admin API)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,8 @@ def _tables(document: dict[str, Any]) -> list[Table]:
                 ],
             )
         )
+    if document.get("classes"):
+        tables.append(_class_table(document["classes"]))
     if document["unplaced"]:
         tables.append(
             make_table(
@@ -111,6 +114,32 @@ def _tables(document: dict[str, Any]) -> list[Table]:
             )
         )
     return tables
+
+
+def _class_table(classes: list[dict[str, Any]]) -> Table:
+    """What the gateway served per traffic class since it started (TTFT: streamed requests)."""
+    return make_table(
+        "Traffic classes (since the gateway started)",
+        ["class", "requests", "TTFT p50", "TTFT p99", "prompt tok", "completion tok", "$"],
+        [
+            (
+                c["class"],
+                int(c["requests"]),
+                _seconds(c["ttft_p50_s"]),
+                _seconds(c["ttft_p99_s"]),
+                int(c["prompt_tokens"]),
+                int(c["completion_tokens"]),
+                f"{c['spent_dollars']:.4f}",
+            )
+            for c in classes
+        ],
+    )
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
 def _worst(replicas: list[dict[str, Any]]) -> str:

@@ -22,8 +22,9 @@ from starlette.routing import Route
 
 from scheduler.config import GatewayConfig, TrafficClassesConfig
 from scheduler.errors import GearshiftError, ModelNotFound, NoCapacity, RequestTooLarge
-from scheduler.framework.routing import Cycle, RouteRequest
-from scheduler.gateway.classify import classify
+from scheduler.framework.routing import Cycle, EndpointView, RouteRequest
+from scheduler.gateway.admission import AdmissionGate, fleet_saturation
+from scheduler.gateway.auth import Caller, GatewayAuth
 from scheduler.gateway.endpoints import EndpointTable
 from scheduler.gateway.http_errors import (
     domain_error_response,
@@ -32,10 +33,11 @@ from scheduler.gateway.http_errors import (
     routing_error,
 )
 from scheduler.gateway.metrics import GatewayMetrics
+from scheduler.gateway.openapi import openapi_route
 from scheduler.gateway.proxy import EngineProxy, Outcome
-from scheduler.gateway.requests import Endpoint, parse_request
+from scheduler.gateway.requests import Endpoint, check_context, context_limit, parse_request
 from scheduler.placement.demand import DemandTracker
-from scheduler.routing.pipeline import RoutingProfile
+from scheduler.routing.pipeline import RoutingDecision, RoutingProfile
 from scheduler.types import TIER_FOR_CLASS, ReplicaState, TrafficClass
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ class GatewayDeps:
     """Every valid request for a served model counts, refused or not: demand drives placement."""
     routed: Counter[str] = field(default_factory=Counter)
     """Requests routed per model, as ``Cycle.sequence`` (pickers that take turns read it)."""
+    auth: GatewayAuth = field(default_factory=GatewayAuth.open)
+    """API keys, class policy and per-key rate limits (open: no keys, no limits)."""
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -77,14 +81,64 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(deps: GatewayDeps) -> Starlette:
+    settings = deps.gateway.admission
+    admission = AdmissionGate(
+        settings,
+        lambda model: fleet_saturation(deps.table.candidates(model), settings.full_queue_depth),
+        retry_after_s=deps.gateway.retry_after_s,
+    )
+
+    def route(route_request: RouteRequest) -> tuple[list[EndpointView], RoutingDecision]:
+        """The class's profile over the model's replicas; raises when none can take it."""
+        model, traffic_class = route_request.model, route_request.traffic_class
+        candidates = deps.table.candidates(model)
+        if not candidates:
+            raise NoCapacity(
+                f"No replica of `{model}` is running yet.",
+                retry_after_s=deps.gateway.retry_after_s,
+            )
+        started = time.perf_counter()
+        cycle = Cycle(now=time.time(), rng=deps.rng, sequence=deps.routed[model])
+        deps.routed[model] += 1
+        decision = deps.profiles[traffic_class].run(route_request, candidates, cycle)
+        deps.metrics.routing.labels(traffic_class.value).observe(time.perf_counter() - started)
+        decision.raise_if_empty(deps.gateway.retry_after_s)
+        return candidates, decision
+
+    def authenticate(request: Request) -> Caller | Response:
+        """The caller, or the 401 to answer with (before the body is read)."""
+        try:
+            return deps.auth.authenticate(request.headers.get("authorization"))
+        except GearshiftError as exc:
+            return domain_error_response(exc)
+
     async def completions(request: Request, endpoint: Endpoint) -> Response:
+        caller = authenticate(request)
+        if isinstance(caller, Response):
+            return caller
+        response = await serve_completion(request, endpoint, caller)
+        response.headers.update(caller.headers)  # rate limits, tier downgrade
+        return response
+
+    async def serve_completion(request: Request, endpoint: Endpoint, caller: Caller) -> Response:
         traffic_class = TrafficClass.STANDARD
         try:
             raw = await _read_body(request, deps.gateway.max_body_bytes)
-            parsed = parse_request(endpoint, raw, max_tokens_cap=deps.gateway.max_tokens_cap)
-            traffic_class = classify(parsed.service_tier)
+            parsed = parse_request(
+                endpoint,
+                raw,
+                max_tokens_cap=deps.gateway.max_tokens_cap,
+                max_n=deps.gateway.max_n,
+                content_type=request.headers.get("content-type"),
+            )
+            traffic_class = deps.auth.admit(
+                caller,
+                parsed.service_tier,
+                parsed.prompt_tokens + (parsed.max_tokens or DEMAND_OUTPUT_TOKENS_UNSET),
+            )
             if parsed.model not in deps.table.models():
                 raise ModelNotFound(parsed.model)
+            check_context(parsed, context_limit(deps.table.state.endpoints, parsed.model))
             deps.demand.observe(
                 parsed.model,
                 traffic_class,
@@ -99,18 +153,13 @@ def create_app(deps: GatewayDeps) -> Starlette:
                 max_tokens=parsed.max_tokens or 1,
                 stream=parsed.stream,
             )
-            candidates = deps.table.candidates(parsed.model)
-            if not candidates:
-                raise NoCapacity(
-                    f"No replica of `{parsed.model}` is running yet.",
-                    retry_after_s=deps.gateway.retry_after_s,
-                )
-            started = time.perf_counter()
-            cycle = Cycle(now=time.time(), rng=deps.rng, sequence=deps.routed[parsed.model])
-            deps.routed[parsed.model] += 1
-            decision = deps.profiles[traffic_class].run(route_request, candidates, cycle)
-            deps.metrics.routing.labels(traffic_class.value).observe(time.perf_counter() - started)
-            decision.raise_if_empty(deps.gateway.retry_after_s)
+            candidates, decision = route(route_request)
+            admitted = await admission.admit(
+                parsed.model, traffic_class, len(raw), request.is_disconnected
+            )
+            deps.metrics.queue_wait.labels(traffic_class.value).observe(admitted.waited_s)
+            if admitted.queued:  # loads changed while it waited: route again
+                candidates, decision = route(route_request)
         except ClientDisconnect:
             return Response(status_code=499)
         except GearshiftError as exc:
@@ -125,14 +174,9 @@ def create_app(deps: GatewayDeps) -> Starlette:
         request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
 
         def record(outcome: Outcome) -> None:
-            accelerator = outcome.endpoint.accelerator if outcome.endpoint else "none"
-            deps.metrics.requests.labels(
-                parsed.model, traffic_class.value, accelerator, str(outcome.status)
-            ).inc()
-            if outcome.first_byte_s is not None:
-                deps.metrics.first_byte.labels(parsed.model, traffic_class.value).observe(
-                    outcome.first_byte_s
-                )
+            deps.metrics.observe(
+                parsed.model, traffic_class.value, outcome, parsed.prompt_tokens
+            )
 
         try:
             return await deps.proxy.forward(
@@ -157,11 +201,15 @@ def create_app(deps: GatewayDeps) -> Starlette:
         return {"id": name, "object": "model", "created": 0, "owned_by": "gearshift"}
 
     async def models(request: Request) -> Response:
+        if isinstance(caller := authenticate(request), Response):
+            return caller
         return JSONResponse(
             {"object": "list", "data": [model_card(name) for name in deps.table.models()]}
         )
 
     async def model(request: Request) -> Response:
+        if isinstance(caller := authenticate(request), Response):
+            return caller
         name = request.path_params["model"]
         if name not in deps.table.models():
             return domain_error_response(ModelNotFound(name))
@@ -197,7 +245,7 @@ def create_app(deps: GatewayDeps) -> Starlette:
             500, "The server had an error processing your request.", "server_error"
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", text, methods=["POST"]),
@@ -206,6 +254,9 @@ def create_app(deps: GatewayDeps) -> Starlette:
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            openapi_route(deps.gateway),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
+    app.state.admission = admission  # read by tests and operators' debuggers, never by routes
+    return app

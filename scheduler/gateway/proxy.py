@@ -28,15 +28,28 @@ from scheduler.gateway.http_errors import error_response, normalize_upstream_err
 log = logging.getLogger(__name__)
 
 _TIER_FIELD = re.compile(rb'"service_tier"\s*:\s*(null|"[^"]*")')
+_CHOICE_CHUNK = b'"choices":[{'
+"""A chunk that carries a choice: about one token each when the engine sends no usage."""
+_USAGE_CHUNK = b'"usage":{'
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the proxy reports for metrics once a response is decided."""
+    """What the proxy reports for metrics once a response is decided (or, streamed, finished).
+
+    Times are seconds since dispatch. Token counts come from the engine's ``usage`` (the body,
+    or a stream's final usage chunk); without one a stream counts its choice chunks as
+    completion tokens and ``prompt_tokens`` stays None.
+    """
 
     endpoint: EndpointView | None
     status: int
     first_byte_s: float | None
+    e2e_s: float | None = None
+    first_token_s: float | None = None
+    """Streams only: when the first chunk arrived (a whole body has no first token)."""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 OutcomeHook = Callable[[Outcome], None]
@@ -109,8 +122,19 @@ class EngineProxy:
                         headers={**headers, "Cache-Control": "no-cache"},
                     )
                 data = await upstream.read()
-                on_outcome(Outcome(endpoint, 200, time.perf_counter() - started))
-                return _json_with_tier(data, tier, headers)
+                elapsed = time.perf_counter() - started
+                response, usage = _json_with_tier(data, tier, headers)
+                on_outcome(
+                    Outcome(
+                        endpoint,
+                        response.status_code,
+                        elapsed,
+                        e2e_s=elapsed,
+                        prompt_tokens=_count(usage, "prompt_tokens"),
+                        completion_tokens=_count(usage, "completion_tokens"),
+                    )
+                )
+                return response
             except (aiohttp.ClientError, TimeoutError) as exc:
                 upstream.close()
                 last_error = f"{endpoint.replica_id}: {type(exc).__name__}: {exc}"
@@ -139,11 +163,18 @@ class EngineProxy:
         tier_bytes = json.dumps(tier).encode()
         first_byte: float | None = None
         status = 200
+        chunks = 0
+        usage: dict[str, Any] | None = None
         try:
             async for line in upstream.content:
                 if first_byte is None:
                     first_byte = time.perf_counter() - started
-                yield _splice_tier(line, tier_bytes) if line.startswith(b"data: {") else line
+                if line.startswith(b"data: {"):
+                    chunks += _CHOICE_CHUNK in line
+                    if _USAGE_CHUNK in line:
+                        usage = _usage(line[len(b"data: ") :]) or usage
+                    line = _splice_tier(line, tier_bytes)
+                yield line
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Headers are gone already: end with an SSE error event and no [DONE], so clients
             # see a failure instead of a silently truncated answer.
@@ -164,7 +195,18 @@ class EngineProxy:
             # (test_real_vllm), so every stream closes its connection until that is understood.
             upstream.close()
             self._table.release(endpoint.replica_id)
-            on_outcome(Outcome(endpoint, status, first_byte))
+            completion = _count(usage, "completion_tokens")
+            on_outcome(
+                Outcome(
+                    endpoint,
+                    status,
+                    first_byte,
+                    e2e_s=time.perf_counter() - started,
+                    first_token_s=first_byte,
+                    prompt_tokens=_count(usage, "prompt_tokens"),
+                    completion_tokens=chunks if completion is None else completion,
+                )
+            )
 
 
 def _headers(endpoint: EndpointView, tier: str, request_id: str) -> dict[str, str]:
@@ -176,14 +218,34 @@ def _headers(endpoint: EndpointView, tier: str, request_id: str) -> dict[str, st
     }
 
 
-def _json_with_tier(data: bytes, tier: str, headers: dict[str, str]) -> Response:
+def _json_with_tier(
+    data: bytes, tier: str, headers: dict[str, str]
+) -> tuple[Response, dict[str, Any] | None]:
+    """The engine's body with our ``service_tier``, and its ``usage`` object if it has one."""
     try:
         document = json.loads(data)
-    except ValueError:
-        return normalize_upstream_error(502, data)
+    except (ValueError, RecursionError):
+        return normalize_upstream_error(502, data), None
+    usage = None
     if isinstance(document, dict):
         document["service_tier"] = tier
-    return JSONResponse(document, headers=headers)
+        usage = document.get("usage") if isinstance(document.get("usage"), dict) else None
+    return JSONResponse(document, headers=headers), usage
+
+
+def _usage(payload: bytes) -> dict[str, Any] | None:
+    """The ``usage`` object of one streamed chunk, if it parses and has one."""
+    try:
+        chunk = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    usage = chunk.get("usage") if isinstance(chunk, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def _count(usage: dict[str, Any] | None, key: str) -> int | None:
+    value = usage.get(key) if usage else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _splice_tier(line: bytes, tier: bytes) -> bytes:

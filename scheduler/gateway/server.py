@@ -21,6 +21,7 @@ from scheduler.config import GearshiftConfig
 from scheduler.errors import ConfigError
 from scheduler.gateway.admin import create_admin_app
 from scheduler.gateway.app import GatewayDeps, create_app
+from scheduler.gateway.auth import GatewayAuth
 from scheduler.gateway.endpoints import EndpointTable, FleetStateSource
 from scheduler.gateway.metrics import GatewayMetrics
 from scheduler.gateway.proxy import EngineProxy
@@ -88,10 +89,11 @@ async def run_gateway(
             metrics=GatewayMetrics(),
             rng=random.Random(),
             demand=DemandTracker(config.placement.demand_half_life_s),
+            auth=GatewayAuth.from_config(gateway.auth),
         )
         servers = [
             _Server(_uvicorn_config(create_app(deps))),
-            _Server(_uvicorn_config(create_admin_app(table, admin_token))),
+            _Server(_uvicorn_config(create_admin_app(table, admin_token, deps.metrics))),
         ]
         refresher = asyncio.create_task(table.run(session, gateway.load_refresh_s))
         reporter = asyncio.create_task(

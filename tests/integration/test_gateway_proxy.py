@@ -305,7 +305,7 @@ def test_client_disconnect_aborts_the_engine_request(
         ),
         (json.dumps({"model": "nope", "prompt": "x"}).encode(), 404, "model"),
         (json.dumps({"model": MODEL, "prompt": "x" * 5000}).encode(), 413, None),
-        (json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 4097}).encode(), 400, None),
+        (json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 4097}).encode(), 400, "prompt"),
     ],
 )
 def test_bad_input_gets_an_envelope_and_never_a_5xx(

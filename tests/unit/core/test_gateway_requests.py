@@ -21,7 +21,7 @@ from scheduler.errors import (
 )
 from scheduler.gateway.classify import classify
 from scheduler.gateway.http_errors import domain_error_response, normalize_upstream_error
-from scheduler.gateway.requests import Endpoint, estimate_tokens, parse_request
+from scheduler.gateway.requests import Endpoint, check_context, estimate_tokens, parse_request
 from scheduler.types import ServiceTier, TrafficClass
 
 CAP = 4096
@@ -192,7 +192,38 @@ def _bad(**fields: Any) -> bytes:
                      id="max-tokens-above-cap"),
         pytest.param(CHAT, _bad(max_completion_tokens=CAP + 1), "max_completion_tokens",
                      "invalid_value", id="max-completion-tokens-above-cap"),
-        pytest.param(CHAT, _bad(n=2), "n", "invalid_value", id="n-2"),
+        pytest.param(CHAT, _bad(n=5), "n", "invalid_value", id="n-above-default-cap"),
+        pytest.param(CHAT, _bad(n=0), "n", "invalid_value", id="n-0"),
+        pytest.param(CHAT, _bad(chat_template_kwargs={"x": 1}), "chat_template_kwargs",
+                     "unknown_parameter", id="chat-template-kwargs"),
+        pytest.param(CHAT, _bad(chat_template="{{ x }}"), "chat_template",
+                     "unknown_parameter", id="chat-template"),
+        pytest.param(CHAT, _bad(response_format={"type": "json_schema"}), "response_format",
+                     "unknown_parameter", id="response-format"),
+        pytest.param(CHAT, _bad(tools=[{"type": "function"}]), "tools", "unknown_parameter",
+                     id="tools"),
+        pytest.param(CHAT, _bad(messages=[{"role": "user", "content": "x", "chat_template": "y"}]),
+                     "messages[0].chat_template", "unknown_parameter", id="message-extra-key"),
+        pytest.param(CHAT, _bad(messages=[{"role": "user", "content": [
+                         {"type": "text", "text": "x", "pattern": "(a+)+"}]}]),
+                     "messages[0].content[0]", "invalid_value", id="part-extra-key"),
+        pytest.param(CHAT, _bad(messages=[{"role": "user", "content": "x", "name": 3}]),
+                     "messages[0].name", "invalid_value", id="message-name-not-a-string"),
+        pytest.param(CHAT, _bad(messages=[{"role": "assistant", "content": None,
+                                           "tool_calls": [{"id": "1", "type": "regex"}]}]),
+                     "messages[0].tool_calls[0]", "invalid_value", id="malformed-tool-call"),
+        pytest.param(CHAT, _bad(messages=[{"role": "assistant", "tool_calls": "x"}]),
+                     "messages[0].tool_calls", "invalid_value", id="tool-calls-not-a-list"),
+        pytest.param(CHAT, _bad(top_logprobs=-1), "top_logprobs", "invalid_value",
+                     id="top-logprobs-negative"),
+        pytest.param(CHAT, _bad(logprobs=3), "logprobs", "invalid_value",
+                     id="chat-logprobs-not-bool"),
+        pytest.param(COMPLETIONS, _raw({"model": "m", "prompt": "x", "logprobs": 6}),
+                     "logprobs", "invalid_value", id="completion-logprobs-above-5"),
+        pytest.param(COMPLETIONS, _raw({"model": "m", "prompt": "x", "n": 2, "best_of": 1}),
+                     "best_of", "invalid_value", id="best-of-below-n"),
+        pytest.param(CHAT, b"[" * 100_000 + b"]" * 100_000, None, "invalid_json",
+                     id="deeply-nested-json"),
         pytest.param(CHAT, _bad(top_k=0.01), "top_k", "invalid_value", id="top-k-float"),
         pytest.param(CHAT, _bad(service_tier="gold"), "service_tier", "invalid_value",
                      id="service-tier-gold"),
@@ -234,6 +265,75 @@ def test_parse_errors_name_the_param(
     if param is not None:
         field_name = re.sub(r"\[\d+\]", "", param).split(".")[-1]
         assert field_name in error.message, "the message should name the field too"
+
+
+def test_n_cap_is_configurable() -> None:
+    assert parse_request(CHAT, _bad(n=4), max_tokens_cap=CAP).body["n"] == 4
+    assert parse_request(CHAT, _bad(n=8), max_tokens_cap=CAP, max_n=8).body["n"] == 8
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(CHAT, _bad(n=2), max_tokens_cap=CAP, max_n=1)
+    assert caught.value.param == "n"
+
+
+def test_assistant_tool_calls_in_history_are_accepted_and_counted() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "x" * 400}}
+    body = _chat(messages=[
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "42", "tool_call_id": "c1", "name": "f"},
+    ])
+    parsed = parse_request(CHAT, _raw(body), max_tokens_cap=CAP)
+    assert parsed.prompt_tokens >= 100
+
+
+@pytest.mark.parametrize(
+    ("content_type", "accepted"),
+    [
+        (None, True),
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("application/vnd.api+json", True),
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", False),
+        ("multipart/form-data; boundary=x", False),
+    ],
+)
+def test_content_type_must_be_json(content_type: str | None, accepted: bool) -> None:
+    if accepted:
+        parse_request(CHAT, _bad(), max_tokens_cap=CAP, content_type=content_type)
+        return
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(CHAT, _bad(), max_tokens_cap=CAP, content_type=content_type)
+    assert caught.value.code == "unsupported_content_type"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "limit", "param"),
+    [
+        (CHAT, _chat(messages=[{"role": "user", "content": "x" * 400}], max_tokens=10), 100,
+         "messages"),
+        (COMPLETIONS, {"model": "m", "prompt": [1] * 90, "max_tokens": 11}, 100, "prompt"),
+        (COMPLETIONS, {"model": "m", "prompt": [1] * 100}, 100, "prompt"),
+    ],
+)
+def test_context_length_exceeded(
+    endpoint: Endpoint, body: dict[str, Any], limit: int, param: str
+) -> None:
+    parsed = parse_request(endpoint, _raw(body), max_tokens_cap=CAP)
+    with pytest.raises(InvalidRequest) as caught:
+        check_context(parsed, limit)
+    assert caught.value.code == "context_length_exceeded"
+    assert caught.value.param == param
+    assert str(limit) in caught.value.message
+
+
+def test_context_that_fits_or_is_unknown_passes() -> None:
+    parsed = parse_request(
+        COMPLETIONS, _raw({"model": "m", "prompt": [1] * 90, "max_tokens": 10}),
+        max_tokens_cap=CAP,
+    )
+    check_context(parsed, 100)
+    check_context(parsed, None)
 
 
 def test_unknown_key_message_is_openais() -> None:
