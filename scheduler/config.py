@@ -548,8 +548,8 @@ class AdmissionConfig(_Section):
         ge=1,
         le=100_000,
         description="Requests queued on one engine at which it counts as saturated; a "
-        "replica's saturation is max(KV usage, queued / this), the model's the mean over its "
-        "ready replicas.",
+        "replica's saturation is max(KV usage, busy batch slots / max_num_seqs, queued / "
+        "this), the model's the mean over its ready replicas.",
     )
     dispatch_interval_s: float = Field(
         0.01,

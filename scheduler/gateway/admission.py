@@ -40,9 +40,12 @@ DISCONNECT_POLL_S = 0.1
 
 
 def replica_saturation(endpoint: EndpointView, full_queue_depth: int) -> float:
-    """max(KV usage, queued ÷ ``full_queue_depth``), in [0, 1]."""
+    """max(KV usage, busy batch slots ÷ ``max_num_seqs``, queued ÷ ``full_queue_depth``), in
+    [0, 1]: a replica is full when its KV cache or its batch slots are, or requests queue."""
+    slots = max(1, endpoint.perf.max_num_seqs)
+    busy = min(endpoint.outstanding, slots) / slots
     queued = endpoint.queued / full_queue_depth
-    return min(1.0, max(0.0, endpoint.load.kv_usage, queued))
+    return min(1.0, max(0.0, endpoint.load.kv_usage, busy, queued))
 
 
 def fleet_saturation(candidates: Sequence[EndpointView], full_queue_depth: int) -> float:

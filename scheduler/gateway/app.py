@@ -1,7 +1,9 @@
 """``create_app``: the OpenAI-compatible endpoint (no module-level state).
 
-One request: read (size-capped) → validate → classify → route (the class's profile) → proxy.
-Every error is an OpenAI envelope; bad input is a 4xx, never a 5xx.
+One request: authenticate (API key) → read (size-capped) → validate (allowlist, caps, context)
+→ class (the key's policy over ``service_tier``, rate limits) → count demand → route (the
+class's profile) → admission (per-class queues; batch waits while the fleet is saturated) →
+proxy. Every error is an OpenAI envelope; bad input is a 4xx, never a 5xx.
 """
 
 from __future__ import annotations

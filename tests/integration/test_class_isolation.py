@@ -1,11 +1,16 @@
-"""Class isolation under load, against real sim engine processes behind a real gateway (no Ray).
+"""Traffic classes under load, against real sim engine processes behind a real gateway on
+loopback (no Ray): a fast replica (H100) and a cheap one (L4) serve the same model.
 
-A fast replica (H100) and a cheap one (L4) serve the same model. Interactive chat runs at a
-nominal rate, first alone (its unloaded TTFT), then while batch work arrives at twice what the
-cheap replica sustains (its capacity-table rate). Pass (reliability matrix row C1): interactive
-TTFT p99 within max(1.25 × unloaded, the class's TTFT target), at least 99.9 % of interactive
-requests succeed, and batch still completes work. The figures are printed for the closing note
-(run with ``-s``).
+- Class isolation (reliability matrix C1): interactive chat at a nominal rate, first alone (its
+  unloaded TTFT), then while batch work arrives at twice what the cheap replica sustains (its
+  capacity-table rate): interactive TTFT p99 within max(1.25 × unloaded, the class's TTFT
+  target), at least 99.9 % of interactive requests succeed, batch still completes work.
+- Total overload (C2): both classes far beyond the fleet: 0 interactive rejections while batch
+  is shed.
+- A per-key rate limit answers 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers (B5).
+- A request that waits past its class's queue TTL ends with a 503 envelope (C4).
+
+Figures are printed for the closing note (run with ``-s``).
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from scheduler.cli import app
 from scheduler.config import GearshiftConfig, parse_config
+from scheduler.framework.routing import EndpointView
 from scheduler.placement.capacity import demand_capacity
 from scheduler.placement.shapes import group_accelerator, performance
 from scheduler.state import FleetState
@@ -68,7 +78,7 @@ def config() -> GearshiftConfig:
 
 
 @pytest.fixture(scope="module")
-def gateway(config: GearshiftConfig) -> Iterator[GatewayThread]:
+def engines(config: GearshiftConfig) -> Iterator[tuple[EndpointView, ...]]:
     processes = []
     endpoints = []
     try:
@@ -78,13 +88,23 @@ def gateway(config: GearshiftConfig) -> Iterator[GatewayThread]:
             endpoints.append(_endpoint(config, group, url))
         for endpoint in endpoints:
             wait_for(lambda e=endpoint: _healthy(e.url), 30, "a sim engine to serve")
-        state = FleetState(version=1, endpoints=tuple(endpoints), models=(MODEL,))
-        with GatewayThread(config, state) as running:
-            yield running
+        yield tuple(endpoints)
     finally:
         for process in processes:
             process.terminate()
             process.wait(10)
+
+
+def _serve(config: GearshiftConfig, engines: tuple[EndpointView, ...]) -> GatewayThread:
+    return GatewayThread(config, FleetState(version=1, endpoints=engines, models=(MODEL,)))
+
+
+@pytest.fixture
+def gateway(
+    config: GearshiftConfig, engines: tuple[EndpointView, ...]
+) -> Iterator[GatewayThread]:
+    with _serve(config, engines) as running:
+        yield running
 
 
 def _cheap_batch_rate(config: GearshiftConfig) -> float:
@@ -210,3 +230,99 @@ def test_interactive_keeps_its_latency_while_batch_floods_the_cheap_tier(
     assert len(ok) >= 0.999 * len(loaded)
     assert p99 <= max(1.25 * baseline, target)
     assert statuses.count(200) > 0, "batch must still make progress"
+
+
+def _with(config: GearshiftConfig, gateway: dict[str, Any]) -> GearshiftConfig:
+    data = config.model_dump(mode="json", by_alias=True)
+    data["gateway"] = {**data["gateway"], **gateway}
+    return GearshiftConfig.model_validate(data)
+
+
+def test_under_total_overload_batch_is_shed_and_no_interactive_request_is_rejected(
+    config: GearshiftConfig, engines: tuple[EndpointView, ...]
+) -> None:
+    small_queues = _with(
+        config,
+        {"admission": {"batch": {"max_queued": 8, "queue_ttl_s": 60, "saturation_threshold": 0.8},
+                       "max_queued_total": 12}},
+    )  # fmt: skip
+    with _serve(small_queues, engines) as gateway:
+        statuses: list[int] = []
+
+        def batch_worker(_: int) -> None:
+            with httpx.Client(base_url=gateway.url, timeout=120) as client:
+                statuses.append(_batch(client))
+
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            flood = [pool.submit(batch_worker, i) for i in range(120)]
+            time.sleep(2.0)  # the fleet and the batch queue fill up
+            chat = _run_chat(gateway.url, seed=5)
+            for future in flood:
+                future.result()
+    rejected = [o for o in chat if o.status != 200]
+    shed = sum(s == 503 for s in statuses)
+    print(
+        f"\ntotal overload: interactive {len(chat) - len(rejected)}/{len(chat)} ok; batch "
+        f"{statuses.count(200)} done, {shed} shed (503) of {len(statuses)}"
+    )
+    assert rejected == [], "no interactive request may be rejected while batch is shed"
+    assert shed > 0, "the overload must have shed batch work"
+
+
+def test_a_per_key_rate_limit_answers_429_with_the_headers(
+    config: GearshiftConfig, engines: tuple[EndpointView, ...], tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.json"
+    created = CliRunner().invoke(
+        app,
+        ["keys", "create", "--tenant", "acme", "--rpm", "2", "--keys-file", str(keys),
+         "--classes", "interactive,standard,batch"],
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    limited = _with(config, {"auth": {"enabled": True, "keys_file": str(keys)}})
+    with _serve(limited, engines) as gateway, httpx.Client(base_url=gateway.url) as client:
+        body = {"model": MODEL, "prompt": "hi", "max_tokens": 2}
+        assert client.post("/v1/completions", json=body).status_code == 401
+        headers = {"Authorization": f"Bearer {key}"}
+        answers = [client.post("/v1/completions", json=body, headers=headers) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    refused = answers[-1]
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert float(refused.headers["retry-after"]) > 0
+    for answer in answers:
+        for name in ("limit", "remaining", "reset"):
+            assert f"x-ratelimit-{name}-requests" in answer.headers
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0", "0"]
+
+
+def test_a_request_waiting_past_its_queue_ttl_ends_with_a_503_envelope(
+    config: GearshiftConfig, engines: tuple[EndpointView, ...]
+) -> None:
+    # A batch gate that closes as soon as anything runs; an interactive stream keeps it closed.
+    closed = _with(
+        config, {"admission": {"batch": {"queue_ttl_s": 0.5, "saturation_threshold": 1e-6}}}
+    )
+    long_chat = {
+        "model": MODEL, "prompt": "go on", "max_tokens": 3000, "ignore_eos": True,
+        "stream": True, "service_tier": "priority",
+    }  # fmt: skip
+    with (
+        _serve(closed, engines) as gateway,
+        httpx.Client(base_url=gateway.url) as client,
+        client.stream("POST", "/v1/completions", json=long_chat) as stream,
+    ):
+        assert stream.status_code == 200
+        lines = stream.iter_lines()  # keep it referenced: a collected iterator closes the stream
+        next(lines)
+        time.sleep(0.6)  # the gateway's next load scrape sees it running
+        started = time.perf_counter()
+        answer = client.post(
+            "/v1/completions",
+            json={"model": MODEL, "prompt": "later", "max_tokens": 2, "service_tier": "flex"},
+        )
+        waited = time.perf_counter() - started
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "queue_timeout"
+    assert "retry-after" in answer.headers
+    assert 0.5 <= waited < 5.0

@@ -172,18 +172,19 @@ def test_removal_of_a_disconnected_client() -> None:
 # ------------------------------------------------------------------------------- saturation
 
 
-def test_saturation_is_kv_or_queue_depth_averaged_over_ready_replicas(
+def test_saturation_is_kv_slots_or_queue_depth_averaged_over_ready_replicas(
     make_endpoint: Callable[..., EndpointView],
 ) -> None:
     idle = make_endpoint("a", max_num_seqs=8)
     kv_full = make_endpoint("b", kv_usage=0.9, max_num_seqs=8)
-    queued = make_endpoint("c", running=8, waiting=4, max_num_seqs=8)
-    starting = make_endpoint("d", state=ReplicaState.STARTING, kv_usage=1.0)
+    half_slots = make_endpoint("c", running=4, max_num_seqs=8)
+    queued = make_endpoint("d", running=8, waiting=4, max_num_seqs=8)
+    starting = make_endpoint("e", state=ReplicaState.STARTING, kv_usage=1.0)
     assert replica_saturation(idle, 8) == 0.0
     assert replica_saturation(kv_full, 8) == 0.9
-    assert replica_saturation(queued, 8) == 0.5
-    assert replica_saturation(queued, 2) == 1.0
-    assert fleet_saturation([idle, kv_full, queued, starting], 8) == pytest.approx(1.4 / 3)
+    assert replica_saturation(half_slots, 8) == 0.5  # half its batch slots busy
+    assert replica_saturation(queued, 8) == 1.0  # every slot busy, and requests wait
+    assert fleet_saturation([idle, kv_full, half_slots, starting], 8) == pytest.approx(1.4 / 3)
     assert fleet_saturation([starting], 8) == 1.0
 
 
