@@ -4,7 +4,10 @@ loopback (no Ray): a fast replica (H100) and a cheap one (L4) serve the same mod
 - Class isolation (reliability matrix C1): interactive chat at a nominal rate, first alone (its
   unloaded TTFT), then while batch work arrives at twice what the cheap replica sustains (its
   capacity-table rate): interactive TTFT p99 within max(1.25 × unloaded, the class's TTFT
-  target), at least 99.9 % of interactive requests succeed, batch still completes work.
+  target), at least 99.9 % of 1,000 interactive requests succeed, batch still completes work.
+  The printed ratio is the figure to watch: batch that spills onto the fast replica still
+  delays interactive prefills there (p99 1.9× unloaded in one 1,000-request run, within the
+  500 ms target).
 - Total overload (C2): both classes far beyond the fleet: 0 interactive rejections while batch
   is shed.
 - A per-key rate limit answers 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers (B5).
@@ -52,8 +55,10 @@ TIME_SCALE = 0.25
 client and the gateway sustain on 2 cores."""
 BATCH_PROMPT, BATCH_OUTPUT = 1500, 200
 CHAT_PROMPT, CHAT_OUTPUT = 200, 16
-CHAT_RATE = 2.0
-PHASE_S = 15.0
+CHAT_RATE = 20.0
+BASELINE_S = 10.0
+LOADED_S = 50.0
+"""1,000 interactive requests under load: enough to tell 99.9 % from 99 %."""
 
 CONFIG = """
 fleet:
@@ -161,8 +166,8 @@ def _paced(rate: float, duration_s: float, rng: random.Random) -> list[float]:
     return times
 
 
-def _run_chat(url: str, seed: int) -> list[Outcome]:
-    schedule = _paced(CHAT_RATE, PHASE_S, random.Random(seed))
+def _run_chat(url: str, seed: int, duration_s: float) -> list[Outcome]:
+    schedule = _paced(CHAT_RATE, duration_s, random.Random(seed))
     outcomes: list[Outcome] = []
     lock = threading.Lock()
     start = time.perf_counter()
@@ -187,7 +192,7 @@ def _p99(outcomes: list[Outcome]) -> float:
 def test_interactive_keeps_its_latency_while_batch_floods_the_cheap_tier(
     config: GearshiftConfig, gateway: GatewayThread
 ) -> None:
-    unloaded = _run_chat(gateway.url, seed=1)
+    unloaded = _run_chat(gateway.url, seed=1, duration_s=BASELINE_S)
     assert all(o.status == 200 for o in unloaded)
     baseline = _p99(unloaded)
 
@@ -196,7 +201,7 @@ def test_interactive_keeps_its_latency_while_batch_floods_the_cheap_tier(
     stop = threading.Event()
 
     def flood() -> None:
-        schedule = _paced(batch_rate, PHASE_S + 5, random.Random(2))
+        schedule = _paced(batch_rate, LOADED_S + 5, random.Random(2))
         start = time.perf_counter()
 
         def one(at: float) -> None:
@@ -212,7 +217,7 @@ def test_interactive_keeps_its_latency_while_batch_floods_the_cheap_tier(
     flooder = threading.Thread(target=flood)
     flooder.start()
     time.sleep(3.0)  # let the batch load build up
-    loaded = _run_chat(gateway.url, seed=3)
+    loaded = _run_chat(gateway.url, seed=3, duration_s=LOADED_S)
     stop.set()
     flooder.join(300)
 
@@ -256,7 +261,7 @@ def test_under_total_overload_batch_is_shed_and_no_interactive_request_is_reject
         with ThreadPoolExecutor(max_workers=40) as pool:
             flood = [pool.submit(batch_worker, i) for i in range(120)]
             time.sleep(2.0)  # the fleet and the batch queue fill up
-            chat = _run_chat(gateway.url, seed=5)
+            chat = _run_chat(gateway.url, seed=5, duration_s=BASELINE_S)
             for future in flood:
                 future.result()
     rejected = [o for o in chat if o.status != 200]
