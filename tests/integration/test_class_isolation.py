@@ -5,9 +5,10 @@ loopback (no Ray): a fast replica (H100) and a cheap one (L4) serve the same mod
   unloaded TTFT), then while batch work arrives at twice what the cheap replica sustains (its
   capacity-table rate): interactive TTFT p99 within max(1.25 × unloaded, the class's TTFT
   target), at least 99.9 % of 1,000 interactive requests succeed, batch still completes work.
-  The printed ratio is the figure to watch: batch that spills onto the fast replica still
-  delays interactive prefills there (p99 1.9× unloaded in one 1,000-request run, within the
-  500 ms target).
+  The printed ratio is the figure to watch: on 2 cores the engines, the gateway and this
+  client share the CPU, and interactive p99 roughly doubles under batch load even when the
+  batch is sent straight to the L4 engine, bypassing the gateway (2.2× then, 1.9–2.0× through
+  it): CPU contention, not scheduling, so the test holds the 500 ms target instead.
 - Total overload (C2): both classes far beyond the fleet: 0 interactive rejections while batch
   is shed.
 - A per-key rate limit answers 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers (B5).
