@@ -133,6 +133,16 @@ def declare_fleet(config: GearshiftConfig) -> list[NodeDeclaration]:
     return [decl for group in config.fleet.node_groups for decl in declare_group(group)]
 
 
+def declared_node_views(config: GearshiftConfig) -> list[NodeView]:
+    """Every node ``config`` declares, alive, as the controller would read it back from Ray
+    (for planning offline: ``gearshift plan``, ``gearshift simulate``)."""
+    views = (
+        node_view(d.labels, {"GPU": d.num_gpus, **d.resources}, alive=True)
+        for d in declare_fleet(config)
+    )
+    return [view for view in views if view is not None]
+
+
 def node_view(
     labels: Mapping[str, str], resources: Mapping[str, float], alive: bool
 ) -> NodeView | None:

@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from policies.routing.ties import tie_groups
 from scheduler.framework.plugin import PluginParams, PluginType
 from scheduler.framework.routing import Cycle, Picker, RouteRequest, Scored
 
@@ -32,13 +33,7 @@ class MaxScorePicker:
     ) -> tuple[str, ...]:
         # Equal scores (within tie_epsilon of the group's best) are shuffled, so load spreads
         # across identical replicas instead of piling onto the first id.
-        groups: list[list[str]] = []
-        group_top: float | None = None
-        for scored in ranked:
-            if group_top is None or group_top - scored.score > self.params.tie_epsilon:
-                groups.append([])
-                group_top = scored.score
-            groups[-1].append(scored.endpoint.replica_id)
+        groups = tie_groups(ranked, self.params.tie_epsilon)
         ordered: list[str] = []
         for group in groups:
             cycle.rng.shuffle(group)

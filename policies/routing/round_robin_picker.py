@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from policies.routing.ties import tie_groups
 from scheduler.framework.plugin import PluginParams, PluginType
 from scheduler.framework.routing import Cycle, Picker, RouteRequest, Scored
 
@@ -40,13 +41,7 @@ class RoundRobinPicker:
     def pick(
         self, request: RouteRequest, ranked: Sequence[Scored], cycle: Cycle
     ) -> tuple[str, ...]:
-        groups: list[list[str]] = []
-        group_top: float | None = None
-        for scored in ranked:
-            if group_top is None or group_top - scored.score > self.params.tie_epsilon:
-                groups.append([])
-                group_top = scored.score
-            groups[-1].append(scored.endpoint.replica_id)
+        groups = tie_groups(ranked, self.params.tie_epsilon)
         turn = cycle.sequence
         if turn is None:
             turn = cycle.rng.randrange(_RANDOM_TURNS)

@@ -9,7 +9,7 @@ unplaced demand, and how the solver found the plan.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,20 +28,12 @@ from scheduler.config import (
 )
 from scheduler.errors import ConfigError
 from scheduler.framework.placement import NodeView, PlacementPlan, PlacementSolver
-from scheduler.inventory import declare_fleet, node_view
+from scheduler.inventory import declared_node_views
 from scheduler.placement.planner import plan as make_plan
 from scheduler.plugins import PluginRegistry
+from scheduler.simulator.demand import trace_workload
 from scheduler.simulator.trace import load_trace
 from scheduler.types import Ownership, TrafficClass
-
-
-def fleet_nodes(config: GearshiftConfig) -> list[NodeView]:
-    """Every node the config declares, alive, as the controller would see it."""
-    views = (
-        node_view(d.labels, {"GPU": d.num_gpus, **d.resources}, alive=True)
-        for d in declare_fleet(config)
-    )
-    return [view for view in views if view is not None]
 
 
 def workload_from_file(
@@ -73,24 +65,9 @@ def _workload_from_trace(
 ) -> list[WorkloadItem]:
     name = model or (config.models[0].name if config.models else "")
     requests = load_trace(path, model=name)
-    if len(requests) < 2:
-        raise ConfigError(f"{path}: a trace needs at least two requests to measure a rate")
-    span = requests[-1].arrived_at - requests[0].arrived_at
-    if span <= 0:
-        raise ConfigError(f"{path}: every request arrives at the same time; no rate to measure")
-    per_class: dict[TrafficClass, list[tuple[int, int]]] = defaultdict(list)
-    for request in requests:
-        per_class[request.traffic_class].append((request.prompt_tokens, request.output_tokens))
-    return [
-        WorkloadItem(
-            model=name,
-            traffic_class=cls,
-            rate_per_s=len(sizes) / span,
-            prompt_tokens=max(1, round(sum(p for p, _ in sizes) / len(sizes))),
-            output_tokens=max(1, round(sum(o for _, o in sizes) / len(sizes))),
-        )
-        for cls, sizes in sorted(per_class.items())
-    ]
+    if not requests:
+        raise ConfigError(f"{path}: the trace has no request")
+    return trace_workload(requests)
 
 
 def with_workload(config: GearshiftConfig, workload: list[WorkloadItem]) -> GearshiftConfig:
@@ -132,7 +109,7 @@ def plan(
             cfg = with_workload(cfg, workload_from_file(workload, cfg, model))
         if model is not None and cfg.model(model) is None:
             raise ConfigError(f"model `{model}` is not in the config")
-        nodes = fleet_nodes(cfg)
+        nodes = declared_node_views(cfg)
         registry = PluginRegistry.from_entry_points()
         solver = registry.build(cfg.placement.solver, PlacementSolver)
         placement = make_plan(solver, cfg, nodes, [])

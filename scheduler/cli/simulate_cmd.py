@@ -30,7 +30,7 @@ from scheduler.cli.sim_progress import run_progress
 from scheduler.config import GearshiftConfig, demo_config, load_config
 from scheduler.errors import ConfigError
 from scheduler.framework.placement import PlacementPlan, PlacementSolver
-from scheduler.inventory import declare_fleet, node_view
+from scheduler.inventory import declared_node_views
 from scheduler.placement.planner import plan
 from scheduler.plugins import PluginRegistry
 from scheduler.simulator.baselines import (
@@ -48,19 +48,8 @@ DEFAULT_SYNTHETIC_DURATION_S = 60.0
 
 def offline_plan(config: GearshiftConfig, registry: PluginRegistry) -> PlacementPlan:
     """What the controller would place on the config's nodes, all of them up."""
-    views = [
-        view
-        for declaration in declare_fleet(config)
-        if (
-            view := node_view(
-                declaration.labels,
-                {"GPU": declaration.num_gpus, **declaration.resources},
-                alive=True,
-            )
-        )
-        is not None
-    ]
-    return plan(registry.build(config.placement.solver, PlacementSolver), config, views, [])
+    solver = registry.build(config.placement.solver, PlacementSolver)
+    return plan(solver, config, declared_node_views(config), [])
 
 
 def parse_mix(text: str) -> dict[TrafficClass, float]:

@@ -53,8 +53,8 @@ def test_a_trace_is_measured_into_a_workload(tmp_path: Path) -> None:
         (i.model, i.traffic_class.value, i.rate_per_s, i.prompt_tokens, i.output_tokens)
         for i in items
     ] == [
-        ("qwen2.5-0.5b", "batch", 0.5, 1000, 500),
         ("qwen2.5-0.5b", "interactive", 1.0, 200, 20),
+        ("qwen2.5-0.5b", "batch", 0.5, 1000, 500),
     ]
 
 @pytest.mark.parametrize(
