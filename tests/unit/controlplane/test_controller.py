@@ -25,7 +25,7 @@ from scheduler.framework.placement import (
     PlacementSolver,
     ReplicaAssignment,
 )
-from scheduler.inventory import declare_fleet, node_view
+from scheduler.inventory import declared_node_views
 from scheduler.plugins import PluginRegistry
 from scheduler.types import EngineKind, ReplicaState, TrafficClass
 
@@ -92,10 +92,7 @@ class Clock:
 
 
 def _nodes(config: GearshiftConfig) -> list[NodeView]:
-    views = [
-        node_view(d.labels, {"GPU": d.num_gpus, **d.resources}, True) for d in declare_fleet(config)
-    ]
-    return [view for view in views if view is not None]
+    return declared_node_views(config)
 
 
 def _controller(

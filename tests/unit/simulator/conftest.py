@@ -8,7 +8,7 @@ import pytest
 
 from scheduler.config import GearshiftConfig, parse_config
 from scheduler.framework.placement import NodeView, PlacementPlan, PlacementSolver
-from scheduler.inventory import declare_fleet, node_view
+from scheduler.inventory import declared_node_views
 from scheduler.placement.planner import plan
 from scheduler.plugins import PluginRegistry
 
@@ -25,10 +25,7 @@ MODEL = "qwen2.5-0.5b"
 
 
 def _nodes(config: GearshiftConfig) -> list[NodeView]:
-    views = [
-        node_view(d.labels, {"GPU": d.num_gpus, **d.resources}, True) for d in declare_fleet(config)
-    ]
-    return [view for view in views if view is not None]
+    return declared_node_views(config)
 
 
 def _fleet(max_num_seqs: int = 64, replicas: int = 3) -> tuple[GearshiftConfig, PlacementPlan]:
