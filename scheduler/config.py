@@ -363,6 +363,8 @@ def _default_plugins() -> list[PluginSpec]:
         PluginSpec(name="context", type="context-fit-filter"),
         PluginSpec(name="kv-headroom", type="kv-headroom-filter"),
         PluginSpec(name="queue-headroom", type="queue-headroom-filter"),
+        PluginSpec(name="slo-ttft", type="slo-ttft-filter"),
+        PluginSpec(name="yield", type="yield-to-interactive-filter"),
         PluginSpec(name="ttft", type="predicted-ttft-scorer"),
         PluginSpec(name="cost", type="cost-per-token-scorer"),
         PluginSpec(name="queue", type="queue-depth-scorer"),
@@ -374,15 +376,17 @@ def _default_profiles() -> dict[TrafficClass, ProfileSpec]:
     safe = ["ready", "context", "kv-headroom"]
     return {
         TrafficClass.INTERACTIVE: ProfileSpec(
-            filters=safe, scorers=[WeightedRef(ref="ttft", weight=1.0)], picker="best"
+            filters=[*safe, "slo-ttft"],
+            scorers=[WeightedRef(ref="ttft", weight=1.0)],
+            picker="best",
         ),
         TrafficClass.STANDARD: ProfileSpec(
-            filters=safe,
+            filters=[*safe, "slo-ttft"],
             scorers=[WeightedRef(ref="ttft", weight=2.0), WeightedRef(ref="cost", weight=1.0)],
             picker="best",
         ),
         TrafficClass.BATCH: ProfileSpec(
-            filters=[*safe, "queue-headroom"],
+            filters=[*safe, "queue-headroom", "yield"],
             scorers=[WeightedRef(ref="cost", weight=3.0), WeightedRef(ref="queue", weight=1.0)],
             picker="best",
         ),
@@ -500,6 +504,15 @@ class ClassAdmission(_Section):
         gt=0,
         le=1,
     )
+    yield_to_interactive_s: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="Yield replicas that had interactive work in flight less than this many "
+        "seconds ago: they count out of this class's saturation and its routing (the "
+        "`yield-to-interactive-filter`), so it backfills only what interactive traffic left "
+        "idle. null: never yields.",
+    )
 
 
 class AdmissionConfig(_Section):
@@ -530,6 +543,7 @@ class AdmissionConfig(_Section):
             max_queued_bytes=128 * 1_048_576,
             queue_ttl_s=300.0,
             saturation_threshold=0.8,
+            yield_to_interactive_s=2.0,
         ),
         description="Throughput traffic: yields to the other classes well before saturation.",
     )
@@ -630,6 +644,200 @@ class GatewayConfig(_Section):
     )
 
 
+# --------------------------------------------------------------------------------------- batch
+
+
+class BatchConfig(_Section):
+    """The Batch API (`/v1/files`, `/v1/batches`): its durable store, limits and leases."""
+
+    enabled: bool = Field(
+        True, description="Serve /v1/files and /v1/batches; the gateway opens the store at start."
+    )
+    store_path: str = Field(
+        "~/.gearshift/batch",
+        min_length=1,
+        description="Directory of the batch store (SQLite database and file bodies); `~` is "
+        "the user's home. Use a local persistent volume: network filesystems are refused.",
+    )
+    synchronous: str = Field(
+        "full",
+        pattern=r"^(full|normal)$",
+        description="SQLite `synchronous` (WAL mode): `full` keeps every acknowledged write "
+        "through a power loss; `normal` is faster and may lose the last commits then.",
+    )
+    allow_network_filesystem: bool = Field(
+        False,
+        description="Open the store on NFS/SMB and the like anyway (SQLite's WAL may corrupt "
+        "there).",
+    )
+    max_file_bytes: int = Field(
+        200 * 1_048_576,
+        ge=1024,
+        le=4096 * 1_048_576,
+        description="Largest input file (OpenAI: 200 MB); a larger upload gets 413.",
+    )
+    max_lines: int = Field(
+        50_000,
+        ge=1,
+        le=10_000_000,
+        description="Most requests in one input file (OpenAI: 50,000); more fail validation.",
+    )
+    min_completion_window_s: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="Shortest `completion_window` accepted besides OpenAI's `24h` (an "
+        "extension: `90s`, `30m`, `2h`).",
+    )
+    max_completion_window_s: float = Field(
+        86_400.0,
+        ge=86_400,
+        le=30 * 86_400,
+        description="Longest `completion_window` accepted (at least `24h`).",
+    )
+    lease_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How long a dispatcher worker holds a line without a heartbeat before "
+        "another worker may run it again.",
+    )
+    heartbeat_s: float = Field(
+        10.0, gt=0, le=600, description="How often a worker renews its leases (below lease_s)."
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Leases a line may run out of before it goes to the error file "
+        "(`attempts_exhausted`): a line that kills its worker does not run forever.",
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Self:
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError("batch.heartbeat_s must be below batch.lease_s")
+        return self
+
+
+# ---------------------------------------------------------------------------------- kubernetes
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class WorkerGroupScaling(_Section):
+    """One KubeRay worker group the controller may resize: its pods' hardware and its bounds."""
+
+    name: str = Field(
+        pattern=_NAME_PATTERN,
+        max_length=40,
+        description="The worker group's `groupName` in the RayCluster; its pods' Ray nodes carry "
+        "it as their Gearshift node group.",
+    )
+    accelerator: str = Field(
+        description="Accelerator catalog name of the group's GPUs (`gearshift catalog`), or CPU."
+    )
+    gpus_per_pod: int = Field(
+        1, ge=0, le=16, description="GPUs each pod requests (`nvidia.com/gpu`); 0 for CPU groups."
+    )
+    min_replicas: int = Field(
+        0, ge=0, le=10_000, description="Fewest pods the controller scales the group down to."
+    )
+    max_replicas: int = Field(
+        1, ge=0, le=10_000, description="Most pods the controller scales the group up to."
+    )
+    price_per_pod_hour: float | None = Field(
+        None,
+        ge=0,
+        description="What one pod costs per hour, for planning pods that do not run yet; unset: "
+        "the mean of its running pods' prices (from their Nodes), else the catalog price times "
+        "gpus_per_pod.",
+    )
+    ownership: Ownership = Field(
+        Ownership.ON_DEMAND,
+        description="How new pods of this group are paid for, for planning them before they "
+        "exist; running pods report their Node's `gearshift.dev/capacity-type`.",
+    )
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str) -> str:
+        try:
+            return accelerator(value).name
+        except CatalogError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            )
+        is_cpu = accelerator(self.accelerator).kind is AcceleratorKind.CPU
+        if is_cpu and self.gpus_per_pod != 0:
+            raise ValueError("a CPU worker group requests no GPUs: set gpus_per_pod: 0")
+        if not is_cpu and self.gpus_per_pod == 0:
+            raise ValueError(f"a {self.accelerator} worker group needs gpus_per_pod >= 1")
+        return self
+
+
+class KubernetesConfig(_Section):
+    """The Kubernetes-aware controller: Node objects enrich the inventory (GPU Feature Discovery
+    labels, price and capacity-type annotations) and worker groups of the KubeRay RayCluster
+    are resized to what the plan needs."""
+
+    enabled: bool = Field(
+        False,
+        description="Read Nodes and resize worker groups (the controller runs in Kubernetes, "
+        "or `kubeconfig` points at a cluster).",
+    )
+    namespace: str = Field(
+        "default",
+        pattern=_DNS_LABEL,
+        max_length=63,
+        description="Namespace of the RayCluster.",
+    )
+    ray_cluster: str = Field(
+        "gearshift",
+        pattern=_DNS_SUBDOMAIN,
+        max_length=253,
+        description="Name of the KubeRay RayCluster whose worker groups are resized.",
+    )
+    kubeconfig: str | None = Field(
+        None,
+        min_length=1,
+        description="A kubeconfig file (`~` allowed); unset: the pod's service account "
+        "(in-cluster config).",
+    )
+    worker_groups: list[WorkerGroupScaling] = Field(
+        default_factory=list,
+        description="Worker groups the controller may resize; groups not listed are left alone.",
+    )
+    sync_interval_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds between reads of the Nodes and scaling decisions.",
+    )
+    scale_down_cooldown_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="A group shrinks only after wanting fewer pods for this long, and not "
+        "within this long of growing (so it does not flap); growing is immediate.",
+    )
+
+    @field_validator("worker_groups")
+    @classmethod
+    def _unique_worker_groups(cls, groups: list[WorkerGroupScaling]) -> list[WorkerGroupScaling]:
+        _require_unique([group.name for group in groups], "worker group names must be unique")
+        return groups
+
+    def worker_group(self, name: str) -> WorkerGroupScaling | None:
+        return next((group for group in self.worker_groups if group.name == name), None)
+
+
 # --------------------------------------------------------------------------------------- root
 
 
@@ -658,6 +866,13 @@ class GearshiftConfig(_Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Routing.")
     placement: PlacementConfig = Field(default_factory=PlacementConfig, description="Placement.")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="HTTP endpoints.")
+    batch: BatchConfig = Field(
+        default_factory=BatchConfig, description="The Batch API's store and limits."
+    )
+    kubernetes: KubernetesConfig = Field(
+        default_factory=KubernetesConfig,
+        description="Node inventory and worker-group scaling in Kubernetes (KubeRay).",
+    )
     workload: list[WorkloadItem] = Field(
         default_factory=list,
         description="Expected demand per model and class; the cost solver sizes the fleet for "

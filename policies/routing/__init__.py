@@ -11,6 +11,7 @@ from policies.routing import (
     ready_filter,
     round_robin_picker,
     slo_ttft_filter,
+    yield_to_interactive_filter,
 )
 from scheduler.framework.plugin import PluginType
 
@@ -20,6 +21,7 @@ PLUGINS: tuple[PluginType, ...] = (
     kv_headroom_filter.PLUGIN,
     queue_headroom_filter.PLUGIN,
     slo_ttft_filter.PLUGIN,
+    yield_to_interactive_filter.PLUGIN,
     predicted_ttft_scorer.PLUGIN,
     cost_per_token_scorer.PLUGIN,
     queue_depth_scorer.PLUGIN,

@@ -14,11 +14,11 @@ from scheduler.framework.routing import Cycle, EndpointView, Filter, FilterResul
 
 
 class SloTtftParams(PluginParams):
-    ttft_s: float = Field(
-        0.5,
+    ttft_s: float | None = Field(
+        None,
         gt=0,
-        description="TTFT target, seconds (set it to the profile's class target, e.g. "
-        "traffic_classes.interactive.ttft_s).",
+        description="TTFT target, seconds; unset: the request's class target "
+        "(traffic_classes.<class>.ttft_s), and no filtering for a class without one.",
     )
     keep_fastest: bool = Field(
         True,
@@ -29,7 +29,7 @@ class SloTtftParams(PluginParams):
 
 @dataclass(frozen=True, slots=True)
 class SloTtftFilter:
-    """Keeps replicas with ``predicted_ttft_s(prompt) <= ttft_s`` (the prediction the
+    """Keeps replicas with ``predicted_ttft_s(prompt) <= target`` (the prediction the
     ``predicted-ttft-scorer`` ranks by); the rest are ``UNFIT`` (not now)."""
 
     TYPE: ClassVar[str] = "slo-ttft-filter"
@@ -39,8 +39,11 @@ class SloTtftFilter:
     def filter(
         self, request: RouteRequest, candidates: Sequence[EndpointView], cycle: Cycle
     ) -> FilterResult:
+        goal = self.params.ttft_s if self.params.ttft_s is not None else request.ttft_target_s
+        if goal is None:
+            return FilterResult(tuple(candidates))
         ttft = {e.replica_id: e.predicted_ttft_s(request.prompt_tokens) for e in candidates}
-        target = self.params.ttft_s
+        target = goal
         if self.params.keep_fastest and candidates and min(ttft.values()) > target:
             target = min(ttft.values())
         kept = tuple(e for e in candidates if ttft[e.replica_id] <= target)
@@ -48,8 +51,7 @@ class SloTtftFilter:
             Rejection(
                 e.replica_id,
                 Verdict.UNFIT,
-                f"predicted TTFT {ttft[e.replica_id]:.3f} s exceeds the "
-                f"{self.params.ttft_s:g} s target",
+                f"predicted TTFT {ttft[e.replica_id]:.3f} s exceeds the {goal:g} s target",
             )
             for e in candidates
             if ttft[e.replica_id] > target

@@ -1,7 +1,9 @@
 """``gearshift serve``: start the fleet on a loopback Ray cluster and serve the OpenAI API.
 
 With no ``--config`` it runs the built-in demo fleet (simulated H100, A100-80GB, L4 and CPU
-nodes), which needs no GPU and no network. Ctrl-C stops everything it started.
+nodes), which needs no GPU and no network. Once the gateway is up it starts the batch
+dispatcher as a child process (``scheduler.batches.dispatch_supervisor``) that runs batch lines
+through the gateway with an internal token. Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import secrets
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from scheduler.batches.dispatch_credentials import new_token
+from scheduler.batches.dispatch_supervisor import LOG_NAME, DispatcherSupervisor, worker_argv
 from scheduler.cli import session_file
 from scheduler.cli.output import console_err, console_out, fail, make_table
 from scheduler.config import GearshiftConfig, demo_config, load_config
@@ -103,6 +107,7 @@ def serve(
         ready_timeout=ready_timeout,
         started=started,
         session=session,
+        config_path=config,
     )
     _announce_auth(cfg, run.public_url)
 
@@ -141,6 +146,8 @@ class _Run:
     ready_timeout: float
     started: float
     session: Path
+    config_path: Path | None = None
+    dispatcher_token: str = field(default_factory=new_token)
 
     @property
     def public_url(self) -> str:
@@ -158,6 +165,7 @@ class _Run:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        dispatcher: list[asyncio.Task[None]] = []
 
         async def on_started(table: EndpointTable) -> None:
             state = await _wait_ready(table, self.ready_timeout, stop)
@@ -168,16 +176,32 @@ class _Run:
             _print_summary(
                 self.cfg, state, time.monotonic() - self.started, self.public_url, self.admin_url
             )
+            if self.cfg.batch.enabled and not stop.is_set():
+                dispatcher.append(asyncio.create_task(self._dispatcher().run(stop)))
 
-        await run_gateway(
-            self.cfg,
-            self.registry,
-            source,
-            public=self.public,
-            admin=self.admin,
-            admin_token=self.token,
-            stop=stop,
-            on_started=on_started,
+        try:
+            await run_gateway(
+                self.cfg,
+                self.registry,
+                source,
+                public=self.public,
+                admin=self.admin,
+                admin_token=self.token,
+                stop=stop,
+                on_started=on_started,
+                dispatcher_token=self.dispatcher_token,
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*dispatcher)
+
+    def _dispatcher(self) -> DispatcherSupervisor:
+        root = Path(self.cfg.batch.store_path).expanduser()
+        return DispatcherSupervisor(
+            worker_argv(self.config_path, self.public_url, os.getpid()),
+            token=self.dispatcher_token,
+            log_path=root / LOG_NAME,
+            report=lambda line: console_err.print(line, markup=False, soft_wrap=True),
         )
 
 

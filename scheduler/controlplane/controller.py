@@ -1,18 +1,21 @@
 """The controller: a Ray actor running the reconcile loop and publishing the fleet state.
 
 One round: observe (probe replicas, read Ray's nodes) → plan (solver) → reconcile (actions)
-→ actuate. A replica that fails is stopped and forgotten; the next plan places it again, after
-an exponential back-off per replica id so a crash loop does not spin.
+→ actuate; in Kubernetes (``kubernetes.enabled``) Ray's nodes are first enriched from their
+Node objects, and worker groups are resized last (``KubernetesSync``). A replica that fails is
+stopped and forgotten; the next plan places it again, after an exponential back-off per replica
+id so a crash loop does not spin.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +25,7 @@ from nodes.engines.launch import EngineSpec
 from scheduler.config import GearshiftConfig, ModelConfig
 from scheduler.controlplane.actuator import RayActuator
 from scheduler.controlplane.engine_specs import replica_launch
+from scheduler.controlplane.kubernetes_sync import KubernetesSync
 from scheduler.controlplane.replica import ReplicaHealth
 from scheduler.errors import ControlPlaneError
 from scheduler.framework.placement import (
@@ -87,11 +91,18 @@ class Actuator(Protocol):
     async def stop(self, handle: Any, timeout_s: float) -> None: ...
 
 
-def ray_nodes() -> list[NodeView]:
-    """Gearshift's nodes as Ray's GCS lists them (alive ones only)."""
+Relabel = Callable[[Mapping[str, str], Mapping[str, float]], dict[str, str]]
+
+
+def ray_nodes(relabel: Relabel | None = None) -> list[NodeView]:
+    """Gearshift's nodes as Ray's GCS lists them (alive ones only), their labels first passed
+    through ``relabel`` when given (``KubernetesSync.relabel``)."""
     views = []
     for node in ray.nodes():
-        view = node_view(node.get("Labels", {}), node.get("Resources", {}), node["Alive"])
+        labels, resources = node.get("Labels", {}), node.get("Resources", {})
+        if relabel is not None:
+            labels = relabel(labels, resources)
+        view = node_view(labels, resources, node["Alive"])
         if view is not None and view.alive:
             views.append(view)
     return sorted(views, key=lambda view: view.node_id)
@@ -108,8 +119,11 @@ class Controller:
         actuator: Actuator | None = None,
         read_nodes: Callable[[], list[NodeView]] = ray_nodes,
         clock: Callable[[], float] = time.monotonic,
+        kubernetes: KubernetesSync | None = None,
     ) -> None:
         self.config = config
+        self.kubernetes = kubernetes
+        """Node inventory and worker-group scaling in Kubernetes (``kubernetes.enabled``)."""
         self.fleet_config = config
         """``config`` plus the groups of nodes that joined on their own (refreshed per round)."""
         self.solver = solver
@@ -145,17 +159,16 @@ class Controller:
 
     async def tick(self) -> None:
         """One reconcile round."""
+        if self.kubernetes is not None:
+            await asyncio.to_thread(self.kubernetes.refresh, self._clock())
         self.nodes = {node.node_id: node for node in self._read_nodes()}
         await self._observe()
         serving = {rid: r for rid, r in self.replicas.items() if rid not in self._drains}
         current = [replica.assignment for replica in serving.values()]
         self.fleet_config = self._with_joined_groups()
+        observed = self.observed_demand()
         self.last_plan = make_plan(
-            self.solver,
-            self.fleet_config,
-            list(self.nodes.values()),
-            current,
-            observed=self.observed_demand(),
+            self.solver, self.fleet_config, list(self.nodes.values()), current, observed=observed
         )
         now = self._clock()
         ready = {rid for rid, r in serving.items() if r.state is ReplicaState.READY}
@@ -167,7 +180,34 @@ class Controller:
                     self._start(action.assignment)
             elif isinstance(action, StopReplica):
                 self._begin_drain(action.replica_id)
+        if self.kubernetes is not None:
+            await self._sync_kubernetes(self.kubernetes, current, observed)
         self.version += 1
+
+    async def _sync_kubernetes(
+        self,
+        sync: KubernetesSync,
+        current: list[ReplicaAssignment],
+        observed: Mapping[str, tuple[ClassDemand, ...]],
+    ) -> None:
+        """Resize worker groups to what the plan needs, off the event loop (it calls the API)."""
+        busy = {r.assignment.node_id for r in self.replicas.values()}
+        busy |= {assignment.node_id for assignment in self.last_plan.assignments}
+
+        def plan_with(config: GearshiftConfig, nodes: Sequence[NodeView]) -> PlacementPlan:
+            return make_plan(self.solver, config, nodes, current, observed=observed)
+
+        try:
+            await asyncio.to_thread(
+                sync.step,
+                self._clock(),
+                config=self.fleet_config,
+                nodes=list(self.nodes.values()),
+                busy=busy,
+                plan_with=plan_with,
+            )
+        except Exception:  # scaling must not stop the reconcile loop; the next sync retries
+            log.exception("Kubernetes sync failed")
 
     async def _observe(self) -> None:
         alive = set(self.nodes)
@@ -372,7 +412,10 @@ class Controller:
             planned_replicas=len(self.last_plan.assignments),
             models=tuple(model.name for model in self.config.models),
             demand=self.last_plan.coverage,
-            plan_notes=self.last_plan.notes,
+            plan_notes=(
+                *self.last_plan.notes,
+                *(self.kubernetes.report.lines() if self.kubernetes is not None else ()),
+            ),
         )
 
     def _model(self, name: str) -> ModelConfig:
@@ -388,8 +431,19 @@ class ControllerActor:
     def __init__(self, config_json: str) -> None:
         config = GearshiftConfig.model_validate_json(config_json)
         registry = PluginRegistry.from_entry_points()
+        kubernetes, read_nodes = None, ray_nodes
+        if config.kubernetes.enabled:
+            # Imported here: only Kubernetes deployments load the client library.
+            from scheduler.controlplane.kubernetes_client import KubernetesClient
+
+            api = KubernetesClient.connect(config.kubernetes.kubeconfig)
+            kubernetes = KubernetesSync(config.kubernetes, api)
+            read_nodes = functools.partial(ray_nodes, kubernetes.relabel)
         self._controller = Controller(
-            config, registry.build(config.placement.solver, PlacementSolver)
+            config,
+            registry.build(config.placement.solver, PlacementSolver),
+            read_nodes=read_nodes,
+            kubernetes=kubernetes,
         )
 
     async def start(self) -> None:

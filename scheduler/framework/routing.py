@@ -47,6 +47,12 @@ class EngineLoad:
     in_flight: int = 0
     fresh: bool = False
     """False until a scrape of the engine's /metrics has succeeded."""
+    interactive: int = 0
+    """Interactive requests on the engine that the router knows of (the gateway's own, which
+    vLLM's metrics do not tell apart): batch yields to them."""
+    interactive_until: float | None = None
+    """When the engine last had an interactive request in flight (the routing clock,
+    ``Cycle.now``); None if never. ``interactive > 0`` means now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,12 @@ class EndpointView:
     def queued(self) -> int:
         """Requests that must wait for a batch slot or KV space before their prefill."""
         return max(self.load.waiting, self.outstanding - self.perf.max_num_seqs)
+
+    def serves_interactive(self, within_s: float, now: float) -> bool:
+        """Interactive work is in flight here, or was less than ``within_s`` ago: lower
+        classes yield this replica (backfill only what interactive traffic left idle)."""
+        until = self.load.interactive_until
+        return self.load.interactive > 0 or (until is not None and now - until < within_s)
 
     def predicted_ttft_s(self, prompt_tokens: int) -> float:
         """Time to first token if sent now, under continuous batching.
@@ -104,6 +116,11 @@ class RouteRequest:
     prompt_tokens: int
     max_tokens: int
     stream: bool = False
+    ttft_target_s: float | None = None
+    """The class's time-to-first-token target, if it has one."""
+    yield_s: float | None = None
+    """The class yields replicas that served interactive work within this many seconds
+    (``EndpointView.serves_interactive``); None: it does not yield."""
 
 
 @dataclass(slots=True)

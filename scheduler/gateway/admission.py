@@ -1,11 +1,14 @@
 """Admission: per-class queues between routing and the proxy, strict priority, shedding.
 
-Pure core, ``AdmissionPolicy``: bounded FIFO queues per traffic class, a state machine whose
-every method takes the time or the saturation it needs (no clock, no I/O). A request is
-dispatched when its class's gate is open (the model's fleet saturation is below the class's
-threshold; interactive has none) and nothing of its own or a higher class waits for the same
-model. Queues are bounded per class and in total; when the total is full, a higher class evicts
-the youngest request of the lowest class waiting, so batch is shed before interactive waits.
+Pure core, ``AdmissionPolicy``: bounded queues per traffic class, a state machine whose every
+method takes the time or the saturation it needs (no clock, no I/O). A request is dispatched
+when its class's gate is open (the model's fleet saturation is below the class's threshold;
+interactive has none) and nothing of its own or a higher class waits for the same model.
+Within a class the queue is fair among tenants: start-time fair queuing (each request a unit
+of work), so a tenant that floods a class waits behind its own backlog, not in front of
+everyone else's; one tenant alone is plain FIFO. Queues are bounded per class and in total;
+when the total is full, a higher class evicts the youngest request of the lowest class
+waiting, so batch is shed before interactive waits.
 
 Thin edge, ``AdmissionGate``: one asyncio future per waiting request and one pump task (alive
 only while something waits) that expires and grants every ``dispatch_interval_s``.
@@ -14,6 +17,7 @@ only while something waits) that expires and grants every ``dispatch_interval_s`
 from __future__ import annotations
 
 import asyncio
+import bisect
 import enum
 import itertools
 import time
@@ -35,6 +39,9 @@ PRIORITY: tuple[TrafficClass, ...] = (
 )
 """Classes, most urgent first."""
 
+Saturation = Callable[[str, TrafficClass], float]
+"""A model's fleet saturation as a class sees it (0 idle, 1 full)."""
+
 DISCONNECT_POLL_S = 0.1
 """How often a waiting request checks whether its client is still there."""
 
@@ -48,9 +55,22 @@ def replica_saturation(endpoint: EndpointView, full_queue_depth: int) -> float:
     return min(1.0, max(0.0, endpoint.load.kv_usage, busy, queued))
 
 
-def fleet_saturation(candidates: Sequence[EndpointView], full_queue_depth: int) -> float:
-    """Mean saturation of the model's ready replicas, in [0, 1]; 1 when none is ready."""
-    ready = [e for e in candidates if e.state is ReplicaState.READY]
+def fleet_saturation(
+    candidates: Sequence[EndpointView],
+    full_queue_depth: int,
+    *,
+    yield_s: float | None = None,
+    now: float = 0.0,
+) -> float:
+    """Mean saturation of the model's ready replicas a class may use, in [0, 1]; 1 when it
+    may use none. With ``yield_s``, replicas serving interactive work (``serves_interactive``)
+    are not the class's to use."""
+    ready = [
+        e
+        for e in candidates
+        if e.state is ReplicaState.READY
+        and (yield_s is None or not e.serves_interactive(yield_s, now))
+    ]
     if not ready:
         return 1.0
     return sum(replica_saturation(e, full_queue_depth) for e in ready) / len(ready)
@@ -65,6 +85,9 @@ class Ticket:
     size_bytes: int
     enqueued_at: float
     seq: int
+    tenant: str = ""
+    tag: float = 0.0
+    """Its start tag in the class's fair queue: granted in (tag, seq) order."""
 
 
 class Verdict(enum.Enum):
@@ -100,6 +123,14 @@ class AdmissionPolicy:
     _bytes: Counter[TrafficClass] = field(default_factory=Counter)
     _waiting: Counter[tuple[str, TrafficClass]] = field(default_factory=Counter)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _order: dict[TrafficClass, list[tuple[float, int]]] = field(
+        default_factory=lambda: {c: [] for c in PRIORITY}
+    )
+    """Each class's queued (tag, seq), sorted: the fair order grants follow."""
+    _virtual: dict[tuple[str, TrafficClass], float] = field(default_factory=dict)
+    """Per model and class: the tag of the last ticket granted (fair queuing's virtual time)."""
+    _last_tag: dict[tuple[str, TrafficClass, str], float] = field(default_factory=dict)
+    """Per model, class and tenant: the tag of its latest queued ticket."""
 
     def queued(self, traffic_class: TrafficClass | None = None) -> int:
         if traffic_class is None:
@@ -117,6 +148,7 @@ class AdmissionPolicy:
         size_bytes: int,
         saturation: float,
         now: float,
+        tenant: str = "",
     ) -> Offer:
         """Admit now, queue (evicting lower classes if the total is full) or reject."""
         ahead = any(self._waiting[model, c] for c in PRIORITY[: PRIORITY.index(traffic_class) + 1])
@@ -146,28 +178,36 @@ class AdmissionPolicy:
                 )
             self._pop(victim)
             evicted.append(victim)
-        ticket = Ticket(model, traffic_class, size_bytes, now, next(self._seq))
+        flow = model, traffic_class
+        tag = max(self._virtual.get(flow, 0.0), self._last_tag.get((*flow, tenant), 0.0)) + 1.0
+        self._last_tag[model, traffic_class, tenant] = tag
+        ticket = Ticket(model, traffic_class, size_bytes, now, next(self._seq), tenant, tag)
         self._push(ticket)
         return Offer(Verdict.QUEUED, ticket=ticket, evicted=tuple(evicted))
 
-    def grant(self, saturation: Callable[[str], float]) -> list[Ticket]:
+    def grant(self, saturation: Saturation) -> list[Ticket]:
         """Tickets to dispatch now, most urgent first: per model, a class goes only when no
-        higher class waits; FIFO within a class; at most one gated ticket per model per call
-        (loads change once it is dispatched). ``saturation`` is read once per model."""
-        levels: dict[str, float] = {}
+        higher class waits; fair among tenants within a class (FIFO for one tenant); at most
+        one gated ticket per model per call
+        (loads change once it is dispatched). ``saturation`` is read once per model and
+        class."""
+        levels: dict[tuple[str, TrafficClass], float] = {}
         blocked: set[str] = set()
         granted: list[Ticket] = []
         dispatched: set[str] = set()
         for traffic_class in PRIORITY:
             gated = self.config.limits(traffic_class).saturation_threshold is not None
-            for ticket in list(self._queues[traffic_class].values()):
+            queue = self._queues[traffic_class]
+            for _, seq in list(self._order[traffic_class]):
+                ticket = queue[seq]
                 model = ticket.model
                 if model in blocked or model in dispatched:
                     continue
-                if model not in levels:
-                    levels[model] = saturation(model)
-                if self.gate_open(traffic_class, levels[model]):
+                if (model, traffic_class) not in levels:
+                    levels[model, traffic_class] = saturation(model, traffic_class)
+                if self.gate_open(traffic_class, levels[model, traffic_class]):
                     self._pop(ticket)
+                    self._advance(ticket)
                     granted.append(ticket)
                     if gated:
                         dispatched.add(model)
@@ -209,16 +249,29 @@ class AdmissionPolicy:
                 return queue[next(reversed(queue))]
         return None
 
+    def _advance(self, granted: Ticket) -> None:
+        """Fair queuing's virtual time moves to the granted tag; tenants with nothing queued
+        at or beyond it are forgotten (a new ticket of theirs starts from it anyway)."""
+        flow = granted.model, granted.traffic_class
+        self._virtual[flow] = max(self._virtual.get(flow, 0.0), granted.tag)
+        if not self._waiting[flow]:
+            self._virtual.pop(flow)
+            for key in [k for k in self._last_tag if k[:2] == flow]:
+                del self._last_tag[key]
+
     def _push(self, ticket: Ticket) -> None:
         queue = self._queues[ticket.traffic_class]
         queue[ticket.seq] = ticket
         if next(reversed(queue)) != ticket.seq:  # an undone eviction goes back in FIFO order
             self._queues[ticket.traffic_class] = dict(sorted(queue.items()))
+        bisect.insort(self._order[ticket.traffic_class], (ticket.tag, ticket.seq))
         self._bytes[ticket.traffic_class] += ticket.size_bytes
         self._waiting[ticket.model, ticket.traffic_class] += 1
 
     def _pop(self, ticket: Ticket) -> None:
         del self._queues[ticket.traffic_class][ticket.seq]
+        order = self._order[ticket.traffic_class]
+        del order[bisect.bisect_left(order, (ticket.tag, ticket.seq))]
         self._bytes[ticket.traffic_class] -= ticket.size_bytes
         key = ticket.model, ticket.traffic_class
         self._waiting[key] -= 1
@@ -246,7 +299,7 @@ class AdmissionGate:
     def __init__(
         self,
         config: AdmissionConfig,
-        saturation: Callable[[str], float],
+        saturation: Saturation,
         *,
         retry_after_s: float,
         clock: Callable[[], float] = time.monotonic,
@@ -265,12 +318,18 @@ class AdmissionGate:
         traffic_class: TrafficClass,
         size_bytes: int,
         is_disconnected: Callable[[], Awaitable[bool]],
+        tenant: str = "",
     ) -> Admitted:
         """Return once the request may go to an engine. Raises ``NoCapacity`` (503 with
         Retry-After: ``queue_full``, ``queue_timeout``, ``shed``) or ``ClientDisconnect``."""
         started = self._clock()
         offer = self.policy.offer(
-            model, traffic_class, size_bytes, self._saturation(model), started
+            model,
+            traffic_class,
+            size_bytes,
+            self._saturation(model, traffic_class),
+            started,
+            tenant,
         )
         for victim in offer.evicted:
             self._resolve(victim, Release.EVICTED)

@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -22,11 +22,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from scheduler.batches import BatchStore
 from scheduler.config import GatewayConfig, TrafficClassesConfig
 from scheduler.errors import GearshiftError, ModelNotFound, NoCapacity, RequestTooLarge
 from scheduler.framework.routing import Cycle, EndpointView, RouteRequest
 from scheduler.gateway.admission import AdmissionGate, fleet_saturation
 from scheduler.gateway.auth import Caller, GatewayAuth
+from scheduler.gateway.batch_api import batch_routes
 from scheduler.gateway.endpoints import EndpointTable
 from scheduler.gateway.http_errors import (
     domain_error_response,
@@ -66,6 +68,10 @@ class GatewayDeps:
     """Requests routed per model, as ``Cycle.sequence`` (pickers that take turns read it)."""
     auth: GatewayAuth = field(default_factory=GatewayAuth.open)
     """API keys, class policy and per-key rate limits (open: no keys, no limits)."""
+    clock: Callable[[], float] = time.time
+    """The routing clock (``Cycle.now``, interactive work's end times): wall-clock seconds."""
+    batches: BatchStore | None = None
+    """The Batch API's store (None: /v1/files and /v1/batches answer 404)."""
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -86,7 +92,12 @@ def create_app(deps: GatewayDeps) -> Starlette:
     settings = deps.gateway.admission
     admission = AdmissionGate(
         settings,
-        lambda model: fleet_saturation(deps.table.candidates(model), settings.full_queue_depth),
+        lambda model, traffic_class: fleet_saturation(
+            deps.table.candidates(model),
+            settings.full_queue_depth,
+            yield_s=settings.limits(traffic_class).yield_to_interactive_s,
+            now=deps.clock(),
+        ),
         retry_after_s=deps.gateway.retry_after_s,
     )
 
@@ -100,7 +111,7 @@ def create_app(deps: GatewayDeps) -> Starlette:
                 retry_after_s=deps.gateway.retry_after_s,
             )
         started = time.perf_counter()
-        cycle = Cycle(now=time.time(), rng=deps.rng, sequence=deps.routed[model])
+        cycle = Cycle(now=deps.clock(), rng=deps.rng, sequence=deps.routed[model])
         deps.routed[model] += 1
         decision = deps.profiles[traffic_class].run(route_request, candidates, cycle)
         deps.metrics.routing.labels(traffic_class.value).observe(time.perf_counter() - started)
@@ -154,10 +165,16 @@ def create_app(deps: GatewayDeps) -> Starlette:
                 prompt_tokens=parsed.prompt_tokens,
                 max_tokens=parsed.max_tokens or 1,
                 stream=parsed.stream,
+                ttft_target_s=deps.classes.targets(traffic_class).ttft_s,
+                yield_s=deps.gateway.admission.limits(traffic_class).yield_to_interactive_s,
             )
             candidates, decision = route(route_request)
             admitted = await admission.admit(
-                parsed.model, traffic_class, len(raw), request.is_disconnected
+                parsed.model,
+                traffic_class,
+                len(raw),
+                request.is_disconnected,
+                tenant=caller.key.tenant if caller.key is not None else "",
             )
             deps.metrics.queue_wait.labels(traffic_class.value).observe(admitted.waited_s)
             if admitted.queued:  # loads changed while it waited: route again
@@ -189,6 +206,7 @@ def create_app(deps: GatewayDeps) -> Starlette:
                 tier=tier,
                 request_id=request_id,
                 on_outcome=record,
+                traffic_class=traffic_class,
             )
         except GearshiftError as exc:
             return domain_error_response(exc)
@@ -256,7 +274,8 @@ def create_app(deps: GatewayDeps) -> Starlette:
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
-            openapi_route(deps.gateway),
+            openapi_route(deps.gateway, batch=deps.batches is not None),
+            *batch_routes(deps.batches, deps.gateway, deps.table, deps.auth, clock=deps.clock),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

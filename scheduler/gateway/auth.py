@@ -3,17 +3,21 @@
 ``authenticate`` runs first on every /v1 route (before the body is read), ``admit`` once the
 request is parsed. With authentication off (``GatewayAuth.open()``) everyone is admitted in
 the class their ``service_tier`` names, with no limits and no extra headers. Logs name a key
-by its id, never by the key.
+by its id, never by the key. The batch dispatcher that ``gearshift serve`` starts presents an
+internal token and the id of the key a batch was made with, and is admitted as that key
+(``scheduler.batches.dispatch_credentials``).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from scheduler.batches.dispatch_credentials import parse_credential
 from scheduler.config import AuthConfig
 from scheduler.errors import PermissionDenied, RateLimited, Unauthenticated
 from scheduler.gateway.classify import classify
@@ -44,11 +48,16 @@ class GatewayAuth:
     """Authentication, class policy and rate limits for the public endpoint."""
 
     def __init__(
-        self, store: ReloadingKeyStore | None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        store: ReloadingKeyStore | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        dispatcher_token: str | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._limiter = RateLimiter()
+        self._dispatcher_token = dispatcher_token
 
     @classmethod
     def open(cls) -> GatewayAuth:
@@ -57,12 +66,17 @@ class GatewayAuth:
 
     @classmethod
     def from_config(
-        cls, auth: AuthConfig, *, clock: Callable[[], float] = time.monotonic
+        cls,
+        auth: AuthConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        dispatcher_token: str | None = None,
     ) -> GatewayAuth:
+        """``dispatcher_token``: the batch dispatcher's internal token (None: no dispatcher)."""
         if not auth_required(auth):
             return cls.open()
         store = ReloadingKeyStore(keys_path(auth), clock=clock, interval_s=auth.reload_interval_s)
-        return cls(store, clock=clock)
+        return cls(store, clock=clock, dispatcher_token=dispatcher_token)
 
     @property
     def enabled(self) -> bool:
@@ -78,11 +92,28 @@ class GatewayAuth:
                 "Missing API key: send `Authorization: Bearer <key>` (create one with "
                 "`gearshift keys create`)."
             )
+        acting = parse_credential(presented.strip())
+        if acting is not None and self._dispatcher_token is not None:
+            return self._dispatcher(*acting)
         key = self._store.authenticate(presented.strip())
         if key is None:
             parsed = parse_key(presented.strip())
             log.debug("refused key id %s", parsed[0] if parsed else "(malformed)")
             raise Unauthenticated("Incorrect, unknown or revoked API key.")
+        return Caller(key)
+
+    def _dispatcher(self, token: str, key_id: str | None) -> Caller:
+        """The batch dispatcher acting for the key a batch was made with (none: the batch was
+        made while authentication was off, and runs as it was accepted then)."""
+        assert self._store is not None and self._dispatcher_token is not None
+        if not hmac.compare_digest(token.encode(), self._dispatcher_token.encode()):
+            raise Unauthenticated("Incorrect, unknown or revoked API key.")
+        if key_id is None:
+            return Caller(None)
+        key = self._store.live_key(key_id)
+        if key is None:
+            log.debug("batch line for revoked key id %s refused", key_id)
+            raise Unauthenticated("The API key this batch was created with is revoked.")
         return Caller(key)
 
     def admit(self, caller: Caller, tier: ServiceTier, tokens: int) -> TrafficClass:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -20,6 +21,7 @@ from nodes.engines.metrics import parse_engine_metrics
 from scheduler.framework.placement import ClassDemand
 from scheduler.framework.routing import EndpointView, EngineLoad
 from scheduler.state import FleetState
+from scheduler.types import TrafficClass
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +57,21 @@ Scrape = Callable[[aiohttp.ClientSession, EndpointView, float], Awaitable[Engine
 class EndpointTable:
     """Read by every request; written only by ``refresh``."""
 
-    def __init__(self, source: FleetStateSource, scrape: Scrape | None = None) -> None:
+    def __init__(
+        self,
+        source: FleetStateSource,
+        scrape: Scrape | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._source = source
+        self._clock = clock
         self._scrape = scrape or scrape_metrics
         self.state = FleetState(version=-1)
         self._loads: dict[str, EngineLoad] = {}
         self._in_flight: Counter[str] = Counter()
+        self._interactive: Counter[str] = Counter()
+        self._interactive_until: dict[str, float] = {}
+        """Wall-clock time (the routing clock) each replica's last interactive request ended."""
         self._completed: Counter[str] = Counter()
         """Requests this gateway finished per replica, ever; scrapes lag behind them."""
         self._completed_at_scrape: dict[str, int] = {}
@@ -78,24 +89,45 @@ class EndpointTable:
 
     def load(self, replica_id: str) -> EngineLoad:
         """The last scrape, less the requests this gateway finished since it was taken (a
-        scrape is up to ``load_refresh_s`` old), plus the gateway's exact in-flight count."""
+        scrape is up to ``load_refresh_s`` old), plus the gateway's exact in-flight counts and
+        when it last had interactive work there."""
         scraped = self._loads.get(replica_id, EngineLoad())
         done = self._completed[replica_id] - self._completed_at_scrape.get(replica_id, 0)
         running = max(0, scraped.running - done)
         waiting = max(0, scraped.waiting - max(0, done - scraped.running))
         return replace(
-            scraped, running=running, waiting=waiting, in_flight=self._in_flight[replica_id]
+            scraped,
+            running=running,
+            waiting=waiting,
+            in_flight=self._in_flight[replica_id],
+            interactive=self._interactive[replica_id],
+            interactive_until=_latest(
+                scraped.interactive_until, self._interactive_until.get(replica_id)
+            ),
         )
 
-    def acquire(self, replica_id: str) -> None:
+    def acquire(self, replica_id: str, traffic_class: TrafficClass | None = None) -> None:
         self._in_flight[replica_id] += 1
+        if traffic_class is TrafficClass.INTERACTIVE:
+            self._interactive[replica_id] += 1
 
-    def release(self, replica_id: str, *, reached_engine: bool = True) -> None:
+    def release(
+        self,
+        replica_id: str,
+        traffic_class: TrafficClass | None = None,
+        *,
+        reached_engine: bool = True,
+    ) -> None:
         self._in_flight[replica_id] -= 1
         if reached_engine:
             self._completed[replica_id] += 1
         if self._in_flight[replica_id] <= 0:
             del self._in_flight[replica_id]
+        if traffic_class is TrafficClass.INTERACTIVE:
+            self._interactive[replica_id] -= 1
+            self._interactive_until[replica_id] = self._clock()
+            if self._interactive[replica_id] <= 0:
+                del self._interactive[replica_id]
 
     async def refresh(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
         """Fetch the fleet state (keeping the last one on failure) and scrape every engine."""
@@ -119,6 +151,10 @@ class EndpointTable:
             except Exception:  # the table must keep refreshing; one bad round is logged
                 log.exception("endpoint table refresh failed")
             await asyncio.sleep(interval_s)
+
+
+def _latest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 async def scrape_metrics(

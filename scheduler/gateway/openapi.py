@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scheduler.config import GatewayConfig
-from scheduler.gateway.requests import Endpoint, request_schema
+from scheduler.gateway.requests import FIELDS, Endpoint, request_schema
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -90,8 +90,269 @@ def _completion_path(schema_name: str, summary: str) -> dict[str, Any]:
     }
 
 
-def openapi_document(gateway: GatewayConfig) -> dict[str, Any]:
-    """The document for a gateway with these settings (its caps appear as maxima)."""
+# ------------------------------------------------------------------------- Batch API
+
+_BATCH_ERRORS = {
+    "400": "Invalid input: a bad field, cursor or purpose; a batch that cannot be cancelled.",
+    "403": "The key may not use the batch class.",
+    "404": "No such file or batch for this caller (another tenant's is the same).",
+    "413": "File larger than batch.max_file_bytes.",
+}
+_NULLABLE_INT = {"type": ["integer", "null"]}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+
+def _batch_errors(*codes: str) -> dict[str, Any]:
+    return {code: _json(_ref("ErrorResponse"), _BATCH_ERRORS[code]) for code in codes}
+
+
+def _id_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _list_of(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["object", "data", "first_id", "last_id", "has_more"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": _ref(item)},
+            "first_id": _NULLABLE_STRING,
+            "last_id": _NULLABLE_STRING,
+            "has_more": {"type": "boolean"},
+        },
+    }
+
+
+def _batch_schemas(metadata: dict[str, Any]) -> dict[str, Any]:
+    stamps = [
+        f"{name}_at"
+        for name in ("in_progress", "finalizing", "completed", "failed", "expired")
+        + ("cancelling", "cancelled")
+    ]
+    error = {
+        "type": "object",
+        "properties": {
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+            "param": _NULLABLE_STRING,
+            "line": _NULLABLE_INT,
+        },
+    }
+    counts = {
+        "type": "object",
+        "required": ["total", "completed", "failed"],
+        "properties": {key: {"type": "integer"} for key in ("total", "completed", "failed")},
+    }
+    batch_properties: dict[str, Any] = {
+        "id": {"type": "string"},
+        "object": {"const": "batch"},
+        "endpoint": {"type": "string"},
+        "model": _NULLABLE_STRING,
+        "errors": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "properties": {
+                        "object": {"const": "list"},
+                        "data": {"type": "array", "items": error},
+                    },
+                },
+            ]
+        },
+        "input_file_id": {"type": "string"},
+        "completion_window": {"type": "string"},
+        "status": {
+            "enum": [
+                "validating",
+                "failed",
+                "in_progress",
+                "finalizing",
+                "completed",
+                "expired",
+                "cancelling",
+                "cancelled",
+            ]
+        },
+        "output_file_id": _NULLABLE_STRING,
+        "error_file_id": _NULLABLE_STRING,
+        "created_at": {"type": "integer"},
+        "expires_at": {"type": "integer"},
+        **{stamp: _NULLABLE_INT for stamp in stamps},
+        "request_counts": counts,
+        "metadata": {"oneOf": [{"type": "null"}, metadata]},
+    }
+    return {
+        "File": {
+            "type": "object",
+            "required": ["id", "object", "bytes", "created_at", "filename", "purpose", "status"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "file"},
+                "bytes": {"type": "integer"},
+                "created_at": {"type": "integer"},
+                "filename": {"type": "string"},
+                "purpose": {"enum": ["batch", "batch_output"]},
+                "status": {"const": "processed"},
+                "expires_at": _NULLABLE_INT,
+                "status_details": _NULLABLE_STRING,
+            },
+        },
+        "FileList": _list_of("File"),
+        "FileDeleted": {
+            "type": "object",
+            "required": ["id", "object", "deleted"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "file"},
+                "deleted": {"type": "boolean"},
+            },
+        },
+        "FileUpload": {
+            "type": "object",
+            "required": ["file", "purpose"],
+            "additionalProperties": False,
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "purpose": {"const": "batch"},
+            },
+        },
+        "CreateBatchRequest": {
+            "type": "object",
+            "required": ["input_file_id", "endpoint", "completion_window"],
+            "additionalProperties": False,
+            "properties": {
+                "input_file_id": {"type": "string"},
+                "endpoint": {"enum": [endpoint.value for endpoint in Endpoint]},
+                "completion_window": {
+                    "type": "string",
+                    "description": "`24h`, or a duration such as `90s`, `30m` or `2h` within "
+                    "batch.min_completion_window_s and batch.max_completion_window_s.",
+                    "pattern": "^[1-9][0-9]{0,6}[smh]$",
+                },
+                "metadata": metadata,
+            },
+        },
+        "Batch": {
+            "type": "object",
+            "required": sorted(batch_properties),
+            "properties": batch_properties,
+        },
+        "BatchList": _list_of("Batch"),
+    }
+
+
+def _batch_paths() -> dict[str, Any]:
+    file_id, batch_id = _id_parameter("file_id"), _id_parameter("batch_id")
+    after = _query("after", {"type": "string"})
+    return {
+        "/v1/files": {
+            "post": {
+                "summary": "Upload a batch input file (JSONL, purpose `batch`).",
+                "requestBody": {
+                    "required": True,
+                    "content": {"multipart/form-data": {"schema": _ref("FileUpload")}},
+                },
+                "responses": {
+                    "200": _json(_ref("File"), "The stored file."),
+                    **_batch_errors("400", "413"),
+                },
+            },
+            "get": {
+                "summary": "List the caller's files.",
+                "parameters": [
+                    after,
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 10_000}),
+                    _query("order", {"enum": ["asc", "desc"]}),
+                    _query("purpose", {"type": "string"}),
+                ],
+                "responses": {
+                    "200": _json(_ref("FileList"), "Files, newest first."),
+                    **_batch_errors("400"),
+                },
+            },
+        },
+        "/v1/files/{file_id}": {
+            "get": {
+                "summary": "One file.",
+                "parameters": [file_id],
+                "responses": {"200": _json(_ref("File"), "The file."), **_batch_errors("404")},
+            },
+            "delete": {
+                "summary": "Delete a file.",
+                "parameters": [file_id],
+                "responses": {
+                    "200": _json(_ref("FileDeleted"), "Deleted."),
+                    **_batch_errors("404"),
+                },
+            },
+        },
+        "/v1/files/{file_id}/content": {
+            "get": {
+                "summary": "A file's bytes.",
+                "parameters": [file_id],
+                "responses": {
+                    "200": {
+                        "description": "The file's content.",
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_batch_errors("404"),
+                },
+            }
+        },
+        "/v1/batches": {
+            "post": {
+                "summary": "Create a batch; its input file is validated before the answer.",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("CreateBatchRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Batch"), "The batch: in_progress, or failed with errors."),
+                    **_batch_errors("400", "403", "404", "413"),
+                },
+            },
+            "get": {
+                "summary": "List the caller's batches, newest first.",
+                "parameters": [
+                    after,
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                ],
+                "responses": {
+                    "200": _json(_ref("BatchList"), "Batches."),
+                    **_batch_errors("400"),
+                },
+            },
+        },
+        "/v1/batches/{batch_id}": {
+            "get": {
+                "summary": "One batch.",
+                "parameters": [batch_id],
+                "responses": {"200": _json(_ref("Batch"), "The batch."), **_batch_errors("404")},
+            }
+        },
+        "/v1/batches/{batch_id}/cancel": {
+            "post": {
+                "summary": "Cancel a batch: lines in flight finish, the rest go to the error file.",
+                "parameters": [batch_id],
+                "responses": {
+                    "200": _json(_ref("Batch"), "The batch: cancelling or cancelled."),
+                    **_batch_errors("400", "404"),
+                },
+            }
+        },
+    }
+
+
+def openapi_document(gateway: GatewayConfig, *, batch: bool = False) -> dict[str, Any]:
+    """The document for a gateway with these settings (its caps appear as maxima); with
+    ``batch``, the Batch API's paths too."""
+    metadata = dict(FIELDS[Endpoint.CHAT]["metadata"].schema)
     caps = {"max_tokens_cap": gateway.max_tokens_cap, "max_n": gateway.max_n}
     return {
         "openapi": "3.1.0",
@@ -126,6 +387,7 @@ def openapi_document(gateway: GatewayConfig) -> dict[str, Any]:
                     },
                 }
             },
+            **(_batch_paths() if batch else {}),
         },
         "components": {
             "schemas": {
@@ -141,14 +403,15 @@ def openapi_document(gateway: GatewayConfig) -> dict[str, Any]:
                     },
                 },
                 "ErrorResponse": ERROR_SCHEMA,
+                **(_batch_schemas(metadata) if batch else {}),
             }
         },
     }
 
 
-def openapi_route(gateway: GatewayConfig) -> Route:
+def openapi_route(gateway: GatewayConfig, *, batch: bool = False) -> Route:
     """``GET /openapi.json``; the document is built once."""
-    document = openapi_document(gateway)
+    document = openapi_document(gateway, batch=batch)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)

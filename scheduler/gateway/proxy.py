@@ -24,6 +24,7 @@ from scheduler.errors import UpstreamError
 from scheduler.framework.routing import EndpointView
 from scheduler.gateway.endpoints import EndpointTable
 from scheduler.gateway.http_errors import error_response, normalize_upstream_error
+from scheduler.types import TrafficClass
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,13 @@ class EngineProxy:
         tier: str,
         request_id: str,
         on_outcome: OutcomeHook,
+        traffic_class: TrafficClass | None = None,
     ) -> Response:
         payload = json.dumps(body, separators=(",", ":")).encode()
         started = time.perf_counter()
         last_error = "no replica was tried"
         for endpoint in picks:
-            self._table.acquire(endpoint.replica_id)
+            self._table.acquire(endpoint.replica_id, traffic_class)
             released = False
             try:
                 upstream = await self._session.post(
@@ -95,7 +97,7 @@ class EngineProxy:
                     timeout=self._timeout,
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                self._table.release(endpoint.replica_id, reached_engine=False)
+                self._table.release(endpoint.replica_id, traffic_class, reached_engine=False)
                 last_error = f"{endpoint.replica_id}: {type(exc).__name__}: {exc}"
                 log.info("engine unreachable, trying the next pick: %s", last_error)
                 continue
@@ -117,7 +119,7 @@ class EngineProxy:
                 if stream:
                     released = True  # the stream's own finally releases
                     return StreamingResponse(
-                        self._relay(upstream, endpoint, tier, started, on_outcome),
+                        self._relay(upstream, endpoint, tier, started, on_outcome, traffic_class),
                         media_type="text/event-stream",
                         headers={**headers, "Cache-Control": "no-cache"},
                     )
@@ -142,7 +144,7 @@ class EngineProxy:
                 raise UpstreamError(f"the engine failed mid-response ({last_error})") from None
             finally:
                 if not released:
-                    self._table.release(endpoint.replica_id)
+                    self._table.release(endpoint.replica_id, traffic_class)
         on_outcome(Outcome(None, 503, None))
         return error_response(
             503,
@@ -159,6 +161,7 @@ class EngineProxy:
         tier: str,
         started: float,
         on_outcome: OutcomeHook,
+        traffic_class: TrafficClass | None,
     ) -> AsyncIterator[bytes]:
         tier_bytes = json.dumps(tier).encode()
         first_byte: float | None = None
@@ -194,7 +197,7 @@ class EngineProxy:
             # end could go back to the pool instead; reusing it made a CI run hang once
             # (test_real_vllm), so every stream closes its connection until that is understood.
             upstream.close()
-            self._table.release(endpoint.replica_id)
+            self._table.release(endpoint.replica_id, traffic_class)
             completion = _count(usage, "completion_tokens")
             on_outcome(
                 Outcome(

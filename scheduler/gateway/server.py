@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Generator
 import aiohttp
 import uvicorn
 
+from scheduler.batches import BatchStore
 from scheduler.config import GearshiftConfig
 from scheduler.errors import ConfigError
 from scheduler.gateway.admin import create_admin_app
@@ -67,10 +68,13 @@ async def run_gateway(
     admin_token: str,
     stop: asyncio.Event,
     on_started: Callable[[EndpointTable], Awaitable[None]] | None = None,
+    dispatcher_token: str | None = None,
 ) -> None:
-    """Serve until ``stop`` is set, then close both servers and the engine connections."""
+    """Serve until ``stop`` is set, then close both servers and the engine connections.
+    ``dispatcher_token``: the batch dispatcher's internal token (``GatewayAuth``)."""
     profiles = build_profiles(registry, config.routing)
     gateway = config.gateway
+    batches = BatchStore.open(config.batch) if config.batch.enabled else None
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=connector) as session:
         table = EndpointTable(source)
@@ -89,7 +93,8 @@ async def run_gateway(
             metrics=GatewayMetrics(),
             rng=random.Random(),
             demand=DemandTracker(config.placement.demand_half_life_s),
-            auth=GatewayAuth.from_config(gateway.auth),
+            auth=GatewayAuth.from_config(gateway.auth, dispatcher_token=dispatcher_token),
+            batches=batches,
         )
         servers = [
             _Server(_uvicorn_config(create_app(deps))),
@@ -121,6 +126,8 @@ async def run_gateway(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if batches is not None:
+                batches.close()
 
 
 async def _report_demand(source: FleetStateSource, demand: DemandTracker, every_s: float) -> None:

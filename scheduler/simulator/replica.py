@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from scheduler.simulator.trace import TraceRequest
+from scheduler.types import TrafficClass
 
 
 class StepTimeModel(Protocol):
@@ -142,6 +143,10 @@ class VirtualReplica:
         self.busy_s = 0.0
         self.tokens_generated = 0
         self.preemptions = 0
+        self.interactive = 0
+        """Interactive jobs submitted and not finished."""
+        self.interactive_until: float | None = None
+        """When the last interactive job finished."""
         self.version = 0
         """Changes whenever ``running``, ``waiting`` or ``kv_usage`` may have changed."""
 
@@ -178,6 +183,7 @@ class VirtualReplica:
         """Queue ``job`` at ``now``. When it cuts the decode run in progress short (the queue's
         head can be admitted at the next step boundary), the run's new end; else None."""
         heapq.heappush(self._waiting, (job.rank, job))
+        self.interactive += job.request.traffic_class is TrafficClass.INTERACTIVE
         self.version += 1
         if self._phase is not _Phase.DECODE:
             return None
@@ -268,6 +274,9 @@ class VirtualReplica:
             job.produced += steps
             if job.produced == job.request.output_tokens:
                 self._release(job)
+                if job.request.traffic_class is TrafficClass.INTERACTIVE:
+                    self.interactive -= 1
+                    self.interactive_until = now
                 job.finished_at = now
         self.tokens_generated += steps * len(batch)
 

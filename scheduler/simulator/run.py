@@ -58,7 +58,15 @@ class SimReplica:
         engine = self.engine
         if self._view is None or self._view_version != engine.version:
             outstanding = engine.running + engine.waiting
-            load = EngineLoad(engine.running, engine.waiting, engine.kv_usage, outstanding, True)
+            load = EngineLoad(
+                engine.running,
+                engine.waiting,
+                engine.kv_usage,
+                outstanding,
+                fresh=True,
+                interactive=engine.interactive,
+                interactive_until=engine.interactive_until,
+            )
             self._view = replace(self.endpoint, load=load)
             self._view_version = engine.version
         return self._view
@@ -157,6 +165,12 @@ class _Run:
         self._priority = {
             cls: config.traffic_classes.targets(cls).engine_priority for cls in TrafficClass
         }
+        self._ttft_target = {
+            cls: config.traffic_classes.targets(cls).ttft_s for cls in TrafficClass
+        }
+        self._yield_s = {
+            cls: config.gateway.admission.limits(cls).yield_to_interactive_s for cls in TrafficClass
+        }
         self._profiles = profiles
         self._rng = rng
         self._on_route = on_route
@@ -176,7 +190,12 @@ class _Run:
             return
         candidates = tuple(replica.view() for replica in planned)
         route_request = RouteRequest(
-            request.model, request.traffic_class, request.prompt_tokens, request.output_tokens
+            request.model,
+            request.traffic_class,
+            request.prompt_tokens,
+            request.output_tokens,
+            ttft_target_s=self._ttft_target[request.traffic_class],
+            yield_s=self._yield_s[request.traffic_class],
         )
         sequence = self._routed.get(request.model, 0)
         self._routed[request.model] = sequence + 1

@@ -84,6 +84,7 @@ class RecordingProxy(EngineProxy):
         tier: str,
         request_id: str,
         on_outcome: OutcomeHook,
+        traffic_class: object = None,
     ) -> Response:
         self.bodies.append((path, json.loads(json.dumps(body))))
         on_outcome(

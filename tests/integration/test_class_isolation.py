@@ -3,12 +3,13 @@ loopback (no Ray): a fast replica (H100) and a cheap one (L4) serve the same mod
 
 - Class isolation (reliability matrix C1): interactive chat at a nominal rate, first alone (its
   unloaded TTFT), then while batch work arrives at twice what the cheap replica sustains (its
-  capacity-table rate): interactive TTFT p99 within max(1.25 × unloaded, the class's TTFT
-  target), at least 99.9 % of 1,000 interactive requests succeed, batch still completes work.
-  The printed ratio is the figure to watch: on 2 cores the engines, the gateway and this
-  client share the CPU, and interactive p99 roughly doubles under batch load even when the
-  batch is sent straight to the L4 engine, bypassing the gateway (2.2× then, 1.9–2.0× through
-  it): CPU contention, not scheduling, so the test holds the 500 ms target instead.
+  capacity-table rate): interactive TTFT p99 within 1.25 × unloaded, at least 99.9 % of 1,000
+  interactive requests succeed, batch still completes work. Batch yields the H100 while
+  interactive traffic uses it (it backfills it once that traffic stops), waits in the
+  gateway's batch queue while the L4 is saturated, and runs behind interactive work in the
+  engine's priority order. The gateway runs in its own process and the batch clients in
+  another, at a lower CPU priority, as clients on other machines would: on 2 cores, with the
+  client threads inside the gateway's interpreter (its GIL) the same run measured 1.9-2.7x.
 - Total overload (C2): both classes far beyond the fleet: 0 interactive rejections while batch
   is shed.
 - A per-key rate limit answers 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers (B5).
@@ -19,11 +20,11 @@ Figures are printed for the closing note (run with ``-s``).
 
 from __future__ import annotations
 
-import random
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from scheduler.placement.capacity import demand_capacity
 from scheduler.placement.shapes import group_accelerator, performance
 from scheduler.state import FleetState
 from scheduler.types import TrafficClass
+from tests.integration.gateway_process import GatewayProcess, LoadProcess, poisson_times
 from tests.integration.serve_process import wait_for
 from tests.integration.test_gateway_proxy import (
     GatewayThread,
@@ -57,7 +59,9 @@ client and the gateway sustain on 2 cores."""
 BATCH_PROMPT, BATCH_OUTPUT = 1500, 200
 CHAT_PROMPT, CHAT_OUTPUT = 200, 16
 CHAT_RATE = 20.0
-BASELINE_S = 10.0
+BASELINE_S = 25.0
+"""500 unloaded interactive requests: a p99 that is not just the worst two."""
+OVERLOAD_S = 10.0
 LOADED_S = 50.0
 """1,000 interactive requests under load: enough to tell 99.9 % from 99 %."""
 
@@ -76,6 +80,7 @@ gateway: {load_refresh_s: 0.2}
 class Outcome:
     status: int
     ttft_s: float | None
+    accelerator: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +150,7 @@ def _chat(client: httpx.Client) -> Outcome:
         for line in response.iter_lines():
             if ttft is None and line.startswith("data: {"):
                 ttft = time.perf_counter() - started
-        return Outcome(200, ttft)
+        return Outcome(200, ttft, response.headers.get("x-gearshift-accelerator", ""))
 
 
 def _batch(client: httpx.Client) -> int:
@@ -159,30 +164,34 @@ def _batch(client: httpx.Client) -> int:
     return client.post("/v1/completions", json=body).status_code
 
 
-def _paced(rate: float, duration_s: float, rng: random.Random) -> list[float]:
-    """Poisson send times over ``duration_s``."""
-    times, now = [], 0.0
-    while (now := now + rng.expovariate(rate)) < duration_s:
-        times.append(now)
-    return times
-
-
 def _run_chat(url: str, seed: int, duration_s: float) -> list[Outcome]:
-    schedule = _paced(CHAT_RATE, duration_s, random.Random(seed))
+    schedule = poisson_times(CHAT_RATE, duration_s, seed)
     outcomes: list[Outcome] = []
     lock = threading.Lock()
     start = time.perf_counter()
 
-    def one(at: float) -> None:
-        time.sleep(max(0.0, at - (time.perf_counter() - start)))
-        with httpx.Client(base_url=url, timeout=120) as client:
-            outcome = _chat(client)
-        with lock:
-            outcomes.append(outcome)
+    # One pooled client: a client per request spends the CPU the gateway measures with.
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+    with httpx.Client(base_url=url, timeout=120, limits=limits) as client:
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(one, schedule))
+        def one(at: float) -> None:
+            time.sleep(max(0.0, at - (time.perf_counter() - start)))
+            outcome = _chat(client)
+            with lock:
+                outcomes.append(outcome)
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(one, schedule))
     return outcomes
+
+
+def _served_by(accelerators: Iterable[str]) -> str:
+    counts = Counter(accelerators)
+    return ", ".join(f"{name} {counts[name]}" for name in sorted(counts))
+
+
+def _median(outcomes: list[Outcome]) -> float:
+    return statistics.median(o.ttft_s for o in outcomes if o.ttft_s is not None)
 
 
 def _p99(outcomes: list[Outcome]) -> float:
@@ -191,51 +200,54 @@ def _p99(outcomes: list[Outcome]) -> float:
 
 
 def test_interactive_keeps_its_latency_while_batch_floods_the_cheap_tier(
-    config: GearshiftConfig, gateway: GatewayThread
+    config: GearshiftConfig, engines: tuple[EndpointView, ...]
 ) -> None:
-    unloaded = _run_chat(gateway.url, seed=1, duration_s=BASELINE_S)
-    assert all(o.status == 200 for o in unloaded)
-    baseline = _p99(unloaded)
-
+    state = FleetState(version=1, endpoints=engines, models=(MODEL,))
     batch_rate = 2 * _cheap_batch_rate(config)
-    statuses: list[int] = []
-    stop = threading.Event()
+    batch_body = {
+        "model": MODEL,
+        "prompt": [9] * BATCH_PROMPT,
+        "max_tokens": BATCH_OUTPUT,
+        "ignore_eos": True,
+        "service_tier": "flex",
+    }
+    with GatewayProcess(config, state) as gateway:
+        unloaded = _run_chat(gateway.url, seed=1, duration_s=BASELINE_S)
+        assert all(o.status == 200 for o in unloaded)
+        flood = LoadProcess(
+            gateway.url, batch_body, poisson_times(batch_rate, LOADED_S + 5, seed=2)
+        )
+        flood.start()
+        try:
+            time.sleep(3.0)  # let the batch load build up
+            interactive_from = time.time()
+            loaded = _run_chat(gateway.url, seed=3, duration_s=LOADED_S)
+            interactive_to = time.time()
+            batch = flood.answers(timeout_s=300)
+        finally:
+            flood.stop()
 
-    def flood() -> None:
-        schedule = _paced(batch_rate, LOADED_S + 5, random.Random(2))
-        start = time.perf_counter()
-
-        def one(at: float) -> None:
-            time.sleep(max(0.0, at - (time.perf_counter() - start)))
-            if stop.is_set():
-                return
-            with httpx.Client(base_url=gateway.url, timeout=300) as client:
-                statuses.append(_batch(client))
-
-        with ThreadPoolExecutor(max_workers=48) as pool:
-            list(pool.map(one, schedule))
-
-    flooder = threading.Thread(target=flood)
-    flooder.start()
-    time.sleep(3.0)  # let the batch load build up
-    loaded = _run_chat(gateway.url, seed=3, duration_s=LOADED_S)
-    stop.set()
-    flooder.join(300)
-
+    baseline, p99 = _p99(unloaded), _p99(loaded)
     ok = [o for o in loaded if o.status == 200]
-    p99 = _p99(loaded)
-    target = config.traffic_classes.interactive.ttft_s or 0.5
+    done = [answer.accelerator for answer in batch if answer.status == 200]
+    beside = [  # answered while interactive traffic ran
+        a.accelerator
+        for a in batch
+        if a.status == 200 and interactive_from < a.answered_at < interactive_to
+    ]
     print(
         f"\ninteractive TTFT p99: unloaded {baseline * 1000:.1f} ms, under batch load "
-        f"{p99 * 1000:.1f} ms ({p99 / baseline:.2f}x; bound max(1.25x, {target:g} s)); "
-        f"median {statistics.median(o.ttft_s for o in ok if o.ttft_s) * 1000:.1f} ms; "
-        f"interactive ok {len(ok)}/{len(loaded)}; batch offered {batch_rate:.2f} req/s "
-        f"(2x the L4's table rate): {statuses.count(200)} done, "
-        f"{sum(s == 503 for s in statuses)} shed, {len(statuses)} answered"
+        f"{p99 * 1000:.1f} ms ({p99 / baseline:.2f}x, bound 1.25x); medians "
+        f"{_median(unloaded) * 1000:.1f} -> {_median(loaded) * 1000:.1f} ms; "
+        f"interactive ok {len(ok)}/{len(loaded)} ({_served_by(o.accelerator for o in ok)}); "
+        f"batch offered {batch_rate:.2f} req/s "
+        f"(2x the L4's table rate): {len(done)} done ({_served_by(done)}; while interactive "
+        f"ran: {_served_by(beside)}), {sum(a.status == 503 for a in batch)} shed, "
+        f"{len(batch)} answered"
     )
     assert len(ok) >= 0.999 * len(loaded)
-    assert p99 <= max(1.25 * baseline, target)
-    assert statuses.count(200) > 0, "batch must still make progress"
+    assert p99 <= 1.25 * baseline
+    assert done, "batch must still make progress"
 
 
 def _with(config: GearshiftConfig, gateway: dict[str, Any]) -> GearshiftConfig:
@@ -262,7 +274,7 @@ def test_under_total_overload_batch_is_shed_and_no_interactive_request_is_reject
         with ThreadPoolExecutor(max_workers=40) as pool:
             flood = [pool.submit(batch_worker, i) for i in range(120)]
             time.sleep(2.0)  # the fleet and the batch queue fill up
-            chat = _run_chat(gateway.url, seed=5, duration_s=BASELINE_S)
+            chat = _run_chat(gateway.url, seed=5, duration_s=OVERLOAD_S)
             for future in flood:
                 future.result()
     rejected = [o for o in chat if o.status != 200]

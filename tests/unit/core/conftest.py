@@ -51,6 +51,8 @@ def build_endpoint(
     kv_usage: float = 0.0,
     in_flight: int = 0,
     fresh: bool = True,
+    interactive: int = 0,
+    interactive_until: float | None = None,
     perf: PerfProfile | None = None,
 ) -> EndpointView:
     """One endpoint with explicit perf and load numbers; every argument has a plain default."""
@@ -73,7 +75,13 @@ def build_endpoint(
             max_context=max_context,
         ),
         load=EngineLoad(
-            running=running, waiting=waiting, kv_usage=kv_usage, in_flight=in_flight, fresh=fresh
+            running=running,
+            waiting=waiting,
+            kv_usage=kv_usage,
+            in_flight=in_flight,
+            fresh=fresh,
+            interactive=interactive,
+            interactive_until=interactive_until,
         ),
     )
 
@@ -85,8 +93,12 @@ def build_request(
     prompt_tokens: int = 100,
     max_tokens: int = 100,
     stream: bool = False,
+    ttft_target_s: float | None = None,
+    yield_s: float | None = None,
 ) -> RouteRequest:
-    return RouteRequest(model, traffic_class, prompt_tokens, max_tokens, stream)
+    return RouteRequest(
+        model, traffic_class, prompt_tokens, max_tokens, stream, ttft_target_s, yield_s
+    )
 
 
 def build_cycle(seed: int = 0) -> Cycle:

@@ -3,13 +3,14 @@ and removal, on a fake clock (plain numbers); plus the saturation measure and th
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from scheduler.config import AdmissionConfig, ClassAdmission
-from scheduler.framework.routing import EndpointView, Filter, RouteRequest
+from scheduler.framework.routing import Cycle, EndpointView, Filter, RouteRequest
 from scheduler.gateway.admission import (
     AdmissionPolicy,
     Ticket,
@@ -84,7 +85,7 @@ def test_grant_is_strict_priority_fifo_and_one_gated_ticket_per_model_per_round(
     standard = [_queued(policy, S, 1.0), _queued(policy, S, 2.0)]
     interactive = _queued(policy, INT, 3.0)
     levels = {"m": 0.0}
-    rounds = [policy.grant(levels.__getitem__) for _ in range(4)]
+    rounds = [policy.grant(lambda model, _: levels[model]) for _ in range(4)]
     assert rounds == [[interactive], [standard[0]], [standard[1]], [batch]]
     assert policy.queued() == 0
 
@@ -93,10 +94,10 @@ def test_saturation_holds_lower_classes_and_what_waits_behind_them() -> None:
     policy = _policy()
     batch = _queued(policy, B)
     standard = _queued(policy, S)
-    assert policy.grant(lambda model: 0.95) == []  # both gates closed
-    assert policy.grant(lambda model: 0.7) == [standard]  # standard's open, batch's not
-    assert policy.grant(lambda model: 0.7) == []
-    assert policy.grant(lambda model: 0.1) == [batch]
+    assert policy.grant(lambda model, _: 0.95) == []  # both gates closed
+    assert policy.grant(lambda model, _: 0.7) == [standard]  # standard's open, batch's not
+    assert policy.grant(lambda model, _: 0.7) == []
+    assert policy.grant(lambda model, _: 0.1) == [batch]
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,8 @@ def test_a_refused_request_sheds_nothing() -> None:
     offer = policy.offer("m", INT, 250, 1.0, 0.0)  # even without the batch ticket it would not fit
     assert offer.verdict is Verdict.REJECT and offer.evicted == ()
     assert policy.queued(B) == 1
-    assert [*policy.grant(lambda m: 0.0), *policy.grant(lambda m: 0.0)] == [interactive, batch]
+    granted = [*policy.grant(lambda m, _: 0.0), *policy.grant(lambda m, _: 0.0)]
+    assert granted == [interactive, batch]
 
 
 def test_removal_of_a_disconnected_client() -> None:
@@ -165,7 +167,7 @@ def test_removal_of_a_disconnected_client() -> None:
     first, second = _queued(policy, S), _queued(policy, S)
     assert policy.remove(first) is True
     assert policy.remove(first) is False
-    assert policy.grant(lambda model: 0.0) == [second]
+    assert policy.grant(lambda model, _: 0.0) == [second]
     assert policy.queued() == 0
 
 
@@ -222,3 +224,124 @@ def test_slo_filter_keeps_the_fastest_when_none_meets_the_target(
     assert [e.replica_id for e in keeps.filter(request, [slow, slower], cycle).kept] == ["slow"]
     strict = make_plugin("slo-ttft-filter", Filter, ttft_s=0.1, keep_fastest=False)
     assert strict.filter(request, [slow, slower], cycle).kept == ()
+
+
+def test_slo_filter_takes_the_requests_class_target_when_it_sets_none(
+    make_plugin: Callable[..., Any],
+    make_endpoint: Callable[..., EndpointView],
+    make_request: Callable[..., RouteRequest],
+    cycle: Any,
+) -> None:
+    plugin = make_plugin("slo-ttft-filter", Filter)
+    fast = make_endpoint("fast", prefill_tokens_per_s=100_000.0)
+    slow = make_endpoint("slow", prefill_tokens_per_s=1_000.0)  # 1000 tokens: ~1 s prefill
+    interactive = make_request(prompt_tokens=1000, ttft_target_s=0.5)
+    result = plugin.filter(interactive, [fast, slow], cycle)
+    assert [e.replica_id for e in result.kept] == ["fast"]
+    assert [r.reason for r in result.rejected] == [
+        f"predicted TTFT {slow.predicted_ttft_s(1000):.3f} s exceeds the 0.5 s target"
+    ]
+    relaxed = make_request(prompt_tokens=1000, ttft_target_s=2.0)
+    assert [e.replica_id for e in plugin.filter(relaxed, [fast, slow], cycle).kept] == [
+        "fast",
+        "slow",
+    ]
+    no_target = make_request(prompt_tokens=1000)
+    assert plugin.filter(no_target, [fast, slow], cycle).kept == (fast, slow)
+
+
+# ----------------------------------------------------------------------- yield to interactive
+
+
+def test_batch_yields_replicas_that_serve_or_just_served_interactive_work(
+    make_plugin: Callable[..., Any],
+    make_endpoint: Callable[..., EndpointView],
+    make_request: Callable[..., RouteRequest],
+) -> None:
+    now = 1000.0
+    plugin = make_plugin("yield-to-interactive-filter", Filter)
+    idle_fast = make_endpoint("fast-idle", interactive_until=now - 5.0)
+    serving = make_endpoint("fast-serving", interactive=2, in_flight=2)
+    just_served = make_endpoint("fast-just-served", interactive_until=now - 0.5)
+    cheap = make_endpoint("cheap", running=6, in_flight=6)  # busy, but never with interactive
+    batch = make_request(traffic_class=TrafficClass.BATCH, yield_s=2.0)
+    candidates = [idle_fast, serving, just_served, cheap]
+    result = plugin.filter(batch, candidates, Cycle(now=now, rng=random.Random(0)))
+    assert [e.replica_id for e in result.kept] == ["fast-idle", "cheap"]
+    assert [(r.subject, r.reason) for r in result.rejected] == [
+        ("fast-serving", "serving 2 interactive requests: batch yields"),
+        ("fast-just-served", "served interactive work 0.5 s ago (yields for 2 s)"),
+    ]
+    no_yield = make_request(traffic_class=TrafficClass.BATCH)  # a class that does not yield
+    assert plugin.filter(no_yield, candidates, Cycle(now=now, rng=random.Random(0))).kept == (
+        tuple(candidates)
+    )
+
+
+def test_when_every_replica_serves_interactive_batch_takes_the_one_left_longest_or_none(
+    make_plugin: Callable[..., Any],
+    make_endpoint: Callable[..., EndpointView],
+    make_request: Callable[..., RouteRequest],
+) -> None:
+    cycle = Cycle(now=1000.0, rng=random.Random(0))
+    serving = make_endpoint("serving", interactive=1)
+    recent = make_endpoint("recent", interactive_until=999.5)
+    older = make_endpoint("older", interactive_until=998.5)
+    batch = make_request(traffic_class=TrafficClass.BATCH, yield_s=2.0)
+    keeps = make_plugin("yield-to-interactive-filter", Filter)
+    kept = keeps.filter(batch, [serving, recent, older], cycle).kept
+    assert [e.replica_id for e in kept] == ["older"]
+    strict = make_plugin("yield-to-interactive-filter", Filter, keep_least_busy=False)
+    assert strict.filter(batch, [serving, recent, older], cycle).kept == ()
+    shorter = make_plugin("yield-to-interactive-filter", Filter, quiet_s=1.0)
+    assert [e.replica_id for e in shorter.filter(batch, [serving, recent, older], cycle).kept] == [
+        "older"
+    ]
+
+
+def test_a_yielding_class_sees_the_saturation_of_the_replicas_it_may_use(
+    make_endpoint: Callable[..., EndpointView],
+) -> None:
+    fast = make_endpoint("fast", interactive=1, in_flight=1, max_num_seqs=8)  # slots free
+    cheap = make_endpoint("cheap", running=8, waiting=2, max_num_seqs=8)
+    assert fleet_saturation([fast, cheap], 8) == pytest.approx((1 / 8 + 1.0) / 2)
+    assert fleet_saturation([fast, cheap], 8, yield_s=2.0, now=10.0) == 1.0
+    assert fleet_saturation([fast], 8, yield_s=2.0, now=10.0) == 1.0  # none to use
+
+
+# ------------------------------------------------------------------------- fairness (C7)
+
+
+def test_a_tenant_that_floods_a_class_waits_behind_its_own_backlog() -> None:
+    policy = _policy(batch=_limits(max_queued=20, ttl=20.0))
+    noisy = [policy.offer("m", B, 10, 1.0, float(t), "noisy").ticket for t in range(10)]
+    victim = [policy.offer("m", B, 10, 1.0, 10.0 + t, "victim").ticket for t in range(2)]
+    granted = [t for _ in range(12) for t in policy.grant(lambda model, _: 0.0)]
+    # Round robin while both have work: the victim's first request goes second, not 11th.
+    assert granted[:4] == [noisy[0], victim[0], noisy[1], victim[1]]
+    assert granted[4:] == noisy[2:]
+    assert policy.queued() == 0
+
+
+def test_one_tenant_alone_is_fifo_and_a_returning_tenant_gets_no_credit() -> None:
+    policy = _policy()
+    first = [policy.offer("m", B, 10, 1.0, float(t), "a").ticket for t in range(3)]
+    assert [t for _ in range(3) for t in policy.grant(lambda model, _: 0.0)] == first
+    # Tenant b was idle all along: it starts at the current virtual time, not ahead of a's
+    # next requests by the three it did not send.
+    a_next = policy.offer("m", B, 10, 1.0, 5.0, "a").ticket
+    b_burst = [policy.offer("m", B, 10, 1.0, 6.0 + t, "b").ticket for t in range(3)]
+    granted = [t for _ in range(4) for t in policy.grant(lambda model, _: 0.0)]
+    assert granted == [a_next, *b_burst]
+
+
+def test_fair_order_survives_expiry_eviction_and_removal() -> None:
+    policy = AdmissionPolicy(AdmissionConfig(batch=_limits(ttl=5.0), max_queued_total=4))
+    old = policy.offer("m", B, 10, 1.0, 0.0, "a").ticket
+    kept = policy.offer("m", B, 10, 1.0, 4.0, "b").ticket
+    gone = policy.offer("m", B, 10, 1.0, 4.5, "a").ticket
+    assert old is not None and kept is not None and gone is not None
+    assert policy.expire(5.0) == [old]
+    assert policy.remove(gone)
+    assert policy.grant(lambda model, _: 0.0) == [kept]
+    assert policy.queued() == 0

@@ -28,6 +28,7 @@ from scheduler.placement.demand import DemandTracker
 from scheduler.plugins import PluginRegistry
 from scheduler.routing.profiles import build_profiles
 from scheduler.state import FleetState
+from scheduler.types import TrafficClass
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,6 +51,7 @@ class OkProxy(EngineProxy):
         tier: str,
         request_id: str,
         on_outcome: OutcomeHook,
+        traffic_class: object = None,
     ) -> Response:
         await asyncio.sleep(self.delay_s)
         return JSONResponse({"replica": picks[0].replica_id})
@@ -210,3 +212,21 @@ def test_total_overload_sheds_batch_and_refuses_no_interactive_request(fleet: Fl
     shed = sum(n for (t, s, _), n in outcomes.items() if t == "flex" and s == 503)
     assert shed > 0 and outcomes["flex", 200, None] > 0  # batch shed, yet not starved
     assert sum(outcomes.values()) == 30
+
+
+def test_the_table_counts_interactive_requests_in_flight_for_batch_to_yield_to(
+    make_endpoint: Any,
+) -> None:
+    endpoint = make_endpoint("fast")
+    table = EndpointTable(StaticFleetState(FleetState(version=1, endpoints=(endpoint,))))
+    table.state = FleetState(version=1, endpoints=(endpoint,))
+    table.acquire("fast", TrafficClass.INTERACTIVE)
+    table.acquire("fast", TrafficClass.INTERACTIVE)
+    table.acquire("fast", TrafficClass.BATCH)
+    assert (table.load("fast").in_flight, table.load("fast").interactive) == (3, 2)
+    table.release("fast", TrafficClass.INTERACTIVE)
+    table.release("fast", TrafficClass.BATCH, reached_engine=False)
+    assert (table.load("fast").in_flight, table.load("fast").interactive) == (1, 1)
+    table.release("fast", TrafficClass.INTERACTIVE)
+    assert (table.load("fast").in_flight, table.load("fast").interactive) == (0, 0)
+    assert table.candidates("m")[0].load.interactive == 0

@@ -60,6 +60,7 @@ class RecordingProxy(EngineProxy):
         tier: str,
         request_id: str,
         on_outcome: OutcomeHook,
+        traffic_class: object = None,
     ) -> Response:
         self.tiers.append(tier)
         return JSONResponse({"object": "text_completion", "service_tier": tier, "choices": []})

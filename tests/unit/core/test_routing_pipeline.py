@@ -259,14 +259,18 @@ def test_build_profiles_from_the_default_routing_config(registry: PluginRegistry
     }
     safe = ["ready-filter", "context-fit-filter", "kv-headroom-filter"]
     assert shape == {
-        TrafficClass.INTERACTIVE: (safe, [("predicted-ttft-scorer", 1.0)], "max-score-picker"),
+        TrafficClass.INTERACTIVE: (
+            [*safe, "slo-ttft-filter"],
+            [("predicted-ttft-scorer", 1.0)],
+            "max-score-picker",
+        ),
         TrafficClass.STANDARD: (
-            safe,
+            [*safe, "slo-ttft-filter"],
             [("predicted-ttft-scorer", 2.0), ("cost-per-token-scorer", 1.0)],
             "max-score-picker",
         ),
         TrafficClass.BATCH: (
-            [*safe, "queue-headroom-filter"],
+            [*safe, "queue-headroom-filter", "yield-to-interactive-filter"],
             [("cost-per-token-scorer", 3.0), ("queue-depth-scorer", 1.0)],
             "max-score-picker",
         ),

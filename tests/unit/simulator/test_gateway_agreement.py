@@ -54,6 +54,7 @@ class RecordingProxy(EngineProxy):
         tier: str,
         request_id: str,
         on_outcome: OutcomeHook,
+        traffic_class: object = None,
     ) -> Response:
         self.picks.append(tuple(endpoint.replica_id for endpoint in picks))
         return JSONResponse({"object": "text_completion", "choices": []})
@@ -64,7 +65,13 @@ def _gateway(config: GearshiftConfig, record: RouteRecord) -> tuple[TestClient, 
 
     async def scrape(_: aiohttp.ClientSession, endpoint: EndpointView, __: float) -> EngineLoad:
         load = loads[endpoint.replica_id]
-        return EngineLoad(load.running, load.waiting, load.kv_usage, fresh=load.fresh)
+        return EngineLoad(
+            load.running,
+            load.waiting,
+            load.kv_usage,
+            fresh=load.fresh,
+            interactive_until=load.interactive_until,  # the table keeps the later of its own
+        )
 
     state = FleetState(
         version=1,
@@ -81,7 +88,9 @@ def _gateway(config: GearshiftConfig, record: RouteRecord) -> tuple[TestClient, 
 
     asyncio.run(refresh())
     for view in record.candidates:
-        for _ in range(view.load.in_flight):
+        for _ in range(view.load.interactive):
+            table.acquire(view.replica_id, TrafficClass.INTERACTIVE)
+        for _ in range(view.load.in_flight - view.load.interactive):
             table.acquire(view.replica_id)
     rng = random.Random()
     rng.setstate(record.rng_state)
@@ -95,6 +104,7 @@ def _gateway(config: GearshiftConfig, record: RouteRecord) -> tuple[TestClient, 
         rng=rng,
         demand=DemandTracker(60.0),
         routed=Counter({MODEL: record.sequence}),
+        clock=lambda: record.now,
     )
     assert table.candidates(MODEL) == list(record.candidates), "the same snapshot"
     return TestClient(create_app(deps)), deps
