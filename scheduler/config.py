@@ -635,6 +635,26 @@ class GatewayConfig(_Section):
     retry_after_s: float = Field(
         1.0, gt=0, le=120, description="Retry-After sent when no replica can take a request."
     )
+    shutdown_drain_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, /ready answers 503 (draining) while the gateway keeps "
+        "serving this long, so load balancers stop sending before it stops listening.",
+    )
+    batch_upstream: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/.*)?$",
+        description="For a gateway without the batch store (`batch.enabled: false`): the URL "
+        "of the gateway that holds it (e.g. the head's), to which /v1/files and /v1/batches "
+        "are relayed; unset: those routes answer 404.",
+    )
+    shutdown_timeout_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Once it stops listening, how long requests in flight get to finish.",
+    )
     admission: AdmissionConfig = Field(
         default_factory=AdmissionConfig,
         description="Per-class queues, priority and shedding in front of the engines.",

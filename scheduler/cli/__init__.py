@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import typer
 
+from scheduler.cli.batch_cmd import app as batch_app
 from scheduler.cli.capacity_cmd import capacity
 from scheduler.cli.catalog_cmd import catalog
 from scheduler.cli.config_cmd import app as config_app
 from scheduler.cli.dev_cmd import app as dev_app
+from scheduler.cli.gateway_cmd import gateway
 from scheduler.cli.inventory_cmd import inventory
 from scheduler.cli.keys_cmd import app as keys_app
 from scheduler.cli.node_cmd import app as node_app
@@ -28,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(batch_app, name="batch")
 app.add_typer(config_app, name="config")
 app.add_typer(dev_app, name="dev")
 app.add_typer(keys_app, name="keys")
@@ -35,6 +38,7 @@ app.add_typer(node_app, name="node")
 app.command("inventory")(inventory)
 app.command("capacity")(capacity)
 app.command("catalog")(catalog)
+app.command("gateway")(gateway)
 app.command("perf")(perf)
 app.command("plan")(plan)
 app.command("serve")(serve)

@@ -29,6 +29,7 @@ from scheduler.framework.routing import Cycle, EndpointView, RouteRequest
 from scheduler.gateway.admission import AdmissionGate, fleet_saturation
 from scheduler.gateway.auth import Caller, GatewayAuth
 from scheduler.gateway.batch_api import batch_routes
+from scheduler.gateway.batch_forward import forward_routes
 from scheduler.gateway.endpoints import EndpointTable
 from scheduler.gateway.http_errors import (
     domain_error_response,
@@ -49,6 +50,13 @@ log = logging.getLogger(__name__)
 DEMAND_OUTPUT_TOKENS_UNSET = 256
 """Output tokens a request without ``max_tokens`` counts for in the demand estimate (the gateway
 sees what was asked for, not what was generated)."""
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """The gateway's shutdown state, shared by its routes and the server that runs them."""
+
+    draining: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +80,8 @@ class GatewayDeps:
     """The routing clock (``Cycle.now``, interactive work's end times): wall-clock seconds."""
     batches: BatchStore | None = None
     """The Batch API's store (None: /v1/files and /v1/batches answer 404)."""
+    lifecycle: Lifecycle = field(default_factory=lambda: Lifecycle())
+    """Set to draining on SIGTERM: /ready answers 503 while requests are still served."""
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -86,6 +96,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise RequestTooLarge(f"The request body exceeds {limit} bytes.", code="body_too_large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _batch_routes(deps: GatewayDeps) -> list[Route]:
+    """The Batch API: served from this gateway's store, relayed to the gateway that holds it,
+    or 404s naming the setting."""
+    upstream = deps.gateway.batch_upstream
+    if deps.batches is None and upstream:
+        return forward_routes(upstream, deps.proxy.session, deps.gateway.request_timeout_s)
+    return batch_routes(deps.batches, deps.gateway, deps.table, deps.auth, clock=deps.clock)
 
 
 def create_app(deps: GatewayDeps) -> Starlette:
@@ -243,7 +262,11 @@ def create_app(deps: GatewayDeps) -> Starlette:
         return JSONResponse({"status": "ok", "ready_replicas": ready_replicas()})
 
     async def ready(request: Request) -> Response:
-        """Readiness: at least one replica can serve."""
+        """Readiness: at least one replica can serve, and the gateway is not shutting down."""
+        if deps.lifecycle.draining:
+            return JSONResponse(
+                {"status": "draining", "ready_replicas": ready_replicas()}, status_code=503
+            )
         return readiness(ready_replicas())
 
     async def metrics(request: Request) -> Response:
@@ -275,7 +298,7 @@ def create_app(deps: GatewayDeps) -> Starlette:
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             openapi_route(deps.gateway, batch=deps.batches is not None),
-            *batch_routes(deps.batches, deps.gateway, deps.table, deps.auth, clock=deps.clock),
+            *_batch_routes(deps),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

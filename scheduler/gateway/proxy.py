@@ -71,6 +71,11 @@ class EngineProxy:
             total=request_timeout_s, sock_connect=connect_timeout_s
         )
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP client sessions share (one connection pool per gateway)."""
+        return self._session
+
     async def forward(
         self,
         picks: Sequence[EndpointView],

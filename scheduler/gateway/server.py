@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import socket
 import time
@@ -97,8 +98,12 @@ async def run_gateway(
             batches=batches,
         )
         servers = [
-            _Server(_uvicorn_config(create_app(deps))),
-            _Server(_uvicorn_config(create_admin_app(table, admin_token, deps.metrics))),
+            _Server(_uvicorn_config(create_app(deps), gateway.shutdown_timeout_s)),
+            _Server(
+                _uvicorn_config(
+                    create_admin_app(table, admin_token, deps.metrics), gateway.shutdown_timeout_s
+                )
+            ),
         ]
         refresher = asyncio.create_task(table.run(session, gateway.load_refresh_s))
         reporter = asyncio.create_task(
@@ -118,6 +123,7 @@ async def run_gateway(
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait([stopper, *serving], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
+            await _drain(deps, gateway.shutdown_drain_s, serving)
         finally:
             for server in servers:
                 server.should_exit = True
@@ -140,11 +146,21 @@ async def _report_demand(source: FleetStateSource, demand: DemandTracker, every_
             log.warning("demand report failed: %s", exc)
 
 
-def _uvicorn_config(app: object) -> uvicorn.Config:
+async def _drain(deps: GatewayDeps, drain_s: float, serving: list[asyncio.Task[None]]) -> None:
+    """Answer /ready with 503 and keep serving for ``drain_s`` (load balancers take the
+    gateway out of rotation meanwhile), unless a server already stopped on its own."""
+    if drain_s <= 0 or any(task.done() for task in serving):
+        return
+    deps.lifecycle.draining = True
+    log.info("draining: /ready answers 503; serving %.1f s more before closing", drain_s)
+    await asyncio.wait(serving, timeout=drain_s)
+
+
+def _uvicorn_config(app: object, graceful_s: float) -> uvicorn.Config:
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         log_level="warning",
         access_log=False,
         lifespan="off",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=math.ceil(graceful_s),
     )

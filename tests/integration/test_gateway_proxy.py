@@ -137,9 +137,18 @@ class GatewayThread:
         assert self._started.wait(30), "gateway did not start"
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def request_stop(self) -> None:
+        """What SIGTERM does in ``serve`` and ``gateway``: drain, then stop."""
         assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
+
+    def wait_stopped(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the gateway did not stop"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            self.request_stop()
         self._thread.join(30)
         self.public.close()
         self.admin.close()

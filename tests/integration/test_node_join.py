@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.integration.serve_process import GEARSHIFT, free_port, start_serve
+from tests.integration.serve_process import GEARSHIFT, free_port, start_serve, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -76,5 +78,43 @@ def test_joined_worker_serves_and_is_in_the_inventory(cluster: str, tmp_path: Pa
         assert (node["price_per_hour"], node["ownership"], node["alive"]) == (0.05, "owned", True)
         assert node["labels"] == {"zone": "lab", "rack": "r7"}
         assert node["accelerators_used"] == 1
+
+        _a_scaled_out_gateway_serves_the_same_fleet(cluster, config, tmp_path)
     finally:
         assert serve.stop() == 0, serve.output()
+
+
+def _a_scaled_out_gateway_serves_the_same_fleet(
+    cluster: str, config: Path, tmp_path: Path
+) -> None:
+    """`gearshift gateway` reads the endpoint table from serve's controller and proxies to
+    the same engines; SIGTERM stops it cleanly."""
+    port = free_port()
+    log = tmp_path / "gateway.log"
+    argv = [str(GEARSHIFT), "gateway", "--address", cluster, "--config", str(config),
+            "--port", str(port), "--admin-port", str(free_port())]  # fmt: skip
+    env = {**os.environ, "GEARSHIFT_ADMIN_TOKEN": "a" * 24}
+    with log.open("wb") as out:
+        gateway = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(url), 60, f"the gateway to be ready ({log.read_text()})")
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        raw = client.completions.with_raw_response.create(
+            model="qwen2.5-0.5b", prompt="hello", max_tokens=2
+        )
+        assert raw.headers["x-gearshift-replica"].startswith("qwen2.5-0.5b")
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(30) == 0, log.read_text()
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+            gateway.wait(10)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
