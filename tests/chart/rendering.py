@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "gearshift"
+GEARSHIFT = Path(sys.executable).parent / "gearshift"
 RELEASE = "rel"
 NAMESPACE = "llm"
 DEFAULT = "default"
@@ -48,6 +50,10 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
             _merge(base[key], value)
         else:
             base[key] = value
+
+
+# The scenarios with the gateway Deployment (`gateway.standalone.enabled`, the default).
+STANDALONE_SCENARIOS = [s for s in SCENARIOS if values_of(s)["gateway"]["standalone"]["enabled"]]
 
 
 @dataclass
@@ -82,6 +88,14 @@ class Renderer:
         args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
         path = values_file(scenario)
         return [*args, "--values", str(path)] if path else args
+
+    def render(self, scenario: str, *extra: str, release: str = RELEASE) -> list[Obj]:
+        """``helm template`` of a scenario with extra arguments (``--set`` ...), uncached."""
+        args = self.template_args(scenario)
+        args[1] = release
+        result = self.tools.run(self.tools.helm, *args, *extra)
+        assert result.returncode == 0, f"helm template {scenario} {extra}:\n{result.stderr}"
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
     def objects(self, scenario: str, *, helm3: bool = False) -> list[Obj]:
         key = (scenario, "helm3" if helm3 else "helm")
@@ -147,3 +161,15 @@ def pod_specs(objects: list[Obj]) -> Iterator[PodSpec]:
 
 def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
+
+
+def cli_help(*command: str) -> str:
+    """``gearshift <command> --help``, wide enough that no flag is wrapped."""
+    result = subprocess.run(
+        [str(GEARSHIFT), *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "TERM": "dumb"},
+    )
+    return result.stdout

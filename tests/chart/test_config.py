@@ -20,6 +20,7 @@ from tests.chart.rendering import (
     SCENARIOS,
     Obj,
     Renderer,
+    cli_help,
     one,
     values_of,
 )
@@ -27,7 +28,6 @@ from tests.chart.rendering import (
 pytestmark = pytest.mark.chart
 
 SCRIPTS = CHART / "files"
-GEARSHIFT = Path(sys.executable).parent / "gearshift"
 
 
 def rendered_config(objects: list[Obj], tmp_path: Path) -> GearshiftConfig:
@@ -99,10 +99,27 @@ def test_the_controller_resizes_exactly_the_rendered_worker_groups(
 def test_the_config_ports_are_the_container_ports(renderer: Renderer, scenario: str) -> None:
     objects = renderer.objects(scenario)
     config = yaml.safe_load(one(objects, "ConfigMap", "-config")["data"]["config.yaml"])
-    head = one(objects, "RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]
-    ports = {port["name"]: port["containerPort"] for port in head["containers"][0]["ports"]}
-    assert ports["http"] == config["gateway"]["port"]
-    assert ports["admin"] == config["gateway"]["admin_port"]
+    pods = [one(objects, "RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]]
+    if values_of(scenario)["gateway"]["standalone"]["enabled"]:
+        pods.append(one(objects, "Deployment", "-gateway")["spec"]["template"]["spec"])
+    for pod in pods:
+        ports = {port["name"]: port["containerPort"] for port in pod["containers"][0]["ports"]}
+        assert ports["http"] == config["gateway"]["port"]
+        assert ports["admin"] == config["gateway"]["admin_port"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_gateway_pods_can_load_the_config_map_as_it_is(
+    renderer: Renderer, scenario: str, tmp_path: Path
+) -> None:
+    """Gateway pods read the ConfigMap directly (no init step): it is a valid config without
+    the admin token, which they take from GEARSHIFT_ADMIN_TOKEN."""
+    source = tmp_path / "config.yaml"
+    config_map = one(renderer.objects(scenario), "ConfigMap", "-config")
+    source.write_text(config_map["data"]["config.yaml"])
+    config = load_config(source)
+    assert config.gateway.admin_token is None
+    assert config.gateway.shutdown_drain_s == values_of(scenario)["gateway"]["drainSeconds"]
 
 
 def test_a_secret_in_config_values_is_refused(renderer: Renderer) -> None:
@@ -151,17 +168,6 @@ def _flags(script: str, command: str) -> set[str]:
     return flags
 
 
-def _help(*command: str) -> str:
-    result = subprocess.run(
-        [str(GEARSHIFT), *command, "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "TERM": "dumb"},
-    )
-    return result.stdout
-
-
 def test_the_head_runs_gearshift_with_flags_it_has(renderer: Renderer) -> None:
     cluster = one(renderer.objects("three-gpu-cpu"), "RayCluster")
     script = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["args"][0]
@@ -170,7 +176,7 @@ def test_the_head_runs_gearshift_with_flags_it_has(renderer: Renderer) -> None:
     assert {"--head", "--port"} <= node_flags
     assert {"--address", "--config", "--session-file", "--ready-timeout"} <= serve_flags
     for flags, command in ((node_flags, ("node", "start")), (serve_flags, ("serve",))):
-        text = _help(*command)
+        text = cli_help(*command)
         missing = [flag for flag in flags if flag not in text]
         assert not missing, f"gearshift {' '.join(command)} has no {missing}"
     init = cluster["spec"]["headGroupSpec"]["template"]["spec"]["initContainers"]

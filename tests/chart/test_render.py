@@ -164,7 +164,10 @@ def test_validation_catches_mistakes() -> None:
 def test_every_ci_values_file_is_a_scenario() -> None:
     files = sorted(path.name for path in CHART.glob("ci/*.yaml"))
     assert all(name.endswith("-values.yaml") for name in files), files
-    assert {"single-gpu", "three-gpu-cpu", "existing-secret", "monitoring"} <= set(SCENARIOS)
+    assert {
+        "single-gpu", "three-gpu-cpu", "existing-secret", "monitoring", "gateway-autoscaled",
+        "gateway-in-head",
+    } <= set(SCENARIOS)  # fmt: skip
 
 
 def test_notes_tell_the_operator_how_to_reach_and_test_the_gateway(renderer: Renderer) -> None:
@@ -204,5 +207,11 @@ def test_long_release_names_still_give_valid_object_names(renderer: Renderer) ->
         name = obj["metadata"]["name"]
         limit = 63 if obj["kind"] in {"Service", "Pod", "PersistentVolumeClaim"} else 253
         assert len(name) <= limit, f"{obj['kind']} {name}"
-    # KubeRay names the head Service and pods after the RayCluster.
-    assert len(one(objects, "RayCluster")["metadata"]["name"]) <= 40
+    # KubeRay names the head Service and pods after the RayCluster; the gateway pods reach
+    # the head by that Service's name.
+    cluster = one(objects, "RayCluster")["metadata"]["name"]
+    assert len(cluster) <= 40
+    gateway = one(objects, "Deployment", "-gateway")["spec"]["template"]["spec"]["containers"][0]
+    address = gateway["args"][gateway["args"].index("--address") + 1]
+    assert address.startswith(f"{cluster}-head-svc.")
+    assert len(address.split(".")[0]) <= 63

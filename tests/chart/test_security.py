@@ -14,6 +14,7 @@ import yaml
 from tests.chart.rendering import (
     RELEASE,
     SCENARIOS,
+    STANDALONE_SCENARIOS,
     Obj,
     PodSpec,
     Renderer,
@@ -136,7 +137,10 @@ def _restricted_violations(pod: PodSpec) -> list[str]:
 def test_every_non_gpu_pod_is_pod_security_restricted(renderer: Renderer, scenario: str) -> None:
     pods = list(pod_specs(renderer.objects(scenario)))
     non_gpu = [pod for pod in pods if not pod.uses_gpu]
-    assert {"head", "test"} <= {p.labels.get("app.kubernetes.io/component") for p in non_gpu}
+    expected = {"head", "test"}
+    if values_of(scenario)["gateway"]["standalone"]["enabled"]:
+        expected.add("gateway")
+    assert expected <= {p.labels.get("app.kubernetes.io/component") for p in non_gpu}
     found = [problem for pod in non_gpu for problem in _restricted_violations(pod)]
     assert not found, "\n".join(found)
 
@@ -257,3 +261,44 @@ def test_network_policies_leave_only_the_gateway_open(renderer: Renderer, scenar
             assert components == {gateway_component}, policy["metadata"]["name"]
             if values["networkPolicy"]["gatewayFrom"]:
                 assert peers, "gatewayFrom given, yet the gateway is open to anyone"
+
+
+def _admits_from(policy: Obj, source: PodSpec) -> bool:
+    """Whether one of the policy's rules admits ``source``'s pods on every port."""
+    for rule in policy["spec"].get("ingress") or []:
+        if rule.get("ports"):
+            continue
+        for peer in rule.get("from") or []:
+            if set(peer) == {"podSelector"} and selects(
+                peer["podSelector"].get("matchLabels") or {}, source.labels
+            ):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("scenario", STANDALONE_SCENARIOS)
+def test_gateway_pods_reach_the_head_and_the_workers(renderer: Renderer, scenario: str) -> None:
+    """The gateway pods' Ray node and driver talk to the head (GCS, the controller actor) and
+    are called back; they proxy to the engines on the workers and relay the Batch API to the
+    head's gateway port. Ray's ports are not fixed: the release's pods admit each other on
+    every port (egress is open). From outside, the head admits nothing but `adminFrom`."""
+    objects = renderer.objects(scenario)
+    policies = kind(objects, "NetworkPolicy")
+    by_component: dict[str, list[PodSpec]] = {}
+    for pod in pod_specs(objects):
+        by_component.setdefault(pod.labels["app.kubernetes.io/component"], []).append(pod)
+    gateway, head = by_component["gateway"][0], by_component["head"][0]
+    for pod in [head, *by_component.get("worker", []), gateway]:
+        selecting = [
+            p for p in policies if selects(p["spec"]["podSelector"]["matchLabels"], pod.labels)
+        ]
+        assert any(_admits_from(policy, gateway) for policy in selecting), pod.where
+        assert any(_admits_from(policy, head) for policy in selecting), pod.where
+    for policy in policies:
+        if not selects(policy["spec"]["podSelector"]["matchLabels"], head.labels):
+            continue
+        for rule in policy["spec"].get("ingress") or []:
+            if {port["port"] for port in rule.get("ports") or []} == {"admin"}:
+                continue  # networkPolicy.adminFrom
+            assert rule.get("from"), policy["metadata"]["name"]
+            assert all(_is_release_peer(peer) for peer in rule["from"]), policy["metadata"]["name"]

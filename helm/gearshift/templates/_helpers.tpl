@@ -57,6 +57,49 @@ app.kubernetes.io/component: {{ .component }}
 {{- include "gearshift.fullname" . | trunc 40 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+A name KubeRay derives from the RayCluster's, as its utils.CheckName makes it: a leading digit
+becomes "r" (its 50-character cut never applies: the cluster name has at most 40).
+*/}}
+{{- define "gearshift.kuberayName" -}}
+{{- if regexMatch "^[0-9]" . -}}
+{{- printf "r%s" (substr 1 (len .) .) -}}
+{{- else -}}
+{{- . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The head Service KubeRay makes for the RayCluster (`<cluster>-head-svc`), as a host name. */}}
+{{- define "gearshift.headHost" -}}
+{{- printf "%s.%s.svc" (include "gearshift.kuberayName" (printf "%s-head-svc" (include "gearshift.rayClusterName" .))) .Release.Namespace -}}
+{{- end -}}
+
+{{/* Ray's GCS on the head, where a Ray node joins: `<head service>:<gcsPort>`. */}}
+{{- define "gearshift.gcsAddress" -}}
+{{- printf "%s:%v" (include "gearshift.headHost" .) .Values.rayCluster.gcsPort -}}
+{{- end -}}
+
+{{/* The Secret KubeRay makes for `authOptions.mode: token` (key `auth_token`). */}}
+{{- define "gearshift.rayAuthSecretName" -}}
+{{- include "gearshift.kuberayName" (include "gearshift.rayClusterName" .) -}}
+{{- end -}}
+
+{{/*
+Ray token authentication for a Ray process in a pod KubeRay does not manage (KubeRay sets the
+same two variables in its own pods).
+*/}}
+{{- define "gearshift.rayAuthEnv" -}}
+{{- if ne .Values.rayCluster.authMode "disabled" -}}
+- name: RAY_AUTH_MODE
+  value: {{ .Values.rayCluster.authMode }}
+- name: RAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "gearshift.rayAuthSecretName" . }}
+      key: auth_token
+{{- end -}}
+{{- end -}}
+
 {{- define "gearshift.controllerServiceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (printf "%s-controller" (include "gearshift.fullname" .)) .Values.serviceAccount.name -}}
@@ -119,7 +162,11 @@ Refuses a secret in it.
 {{- fail "config.gateway.admin_token must not be set in values: the admin token comes from the Secret (auth.existingSecret / auth.secretKeys.adminToken)" -}}
 {{- end -}}
 {{- $auth := deepCopy (get $gateway "auth" | default dict) -}}
-{{- $_ := set $auth "keys_file" (printf "%s/%s" (include "gearshift.paths.secretDir" .) .Values.auth.secretKeys.keysFile) -}}
+{{- if hasKey $gateway "shutdown_drain_s" -}}
+{{- fail "config.gateway.shutdown_drain_s is set by the chart: use gateway.drainSeconds" -}}
+{{- end -}}
+{{- $_ := set $gateway "shutdown_drain_s" (int .Values.gateway.drainSeconds) -}}
+{{- $_ = set $auth "keys_file" (printf "%s/%s" (include "gearshift.paths.secretDir" .) .Values.auth.secretKeys.keysFile) -}}
 {{- $_ = set $gateway "auth" $auth -}}
 {{- $_ = set $gateway "host" "0.0.0.0" -}}
 {{- $_ = set $gateway "admin_host" "0.0.0.0" -}}
@@ -167,17 +214,45 @@ Refuses a secret in it.
 {{- toYaml $groups -}}
 {{- end -}}
 
-{{/* terminationGracePeriodSeconds of pods that serve the gateway. */}}
-{{- define "gearshift.gatewayGracePeriod" -}}
-{{- $needed := add .Values.gateway.preStopSleepSeconds .Values.gateway.drainSeconds -}}
-{{- $grace := .Values.gateway.terminationGracePeriodSeconds -}}
-{{- if kindIs "invalid" $grace -}}
-{{- add $needed 5 -}}
-{{- else if lt (int $grace) (int $needed) -}}
-{{- fail (printf "gateway.terminationGracePeriodSeconds (%v) must be at least preStopSleepSeconds + drainSeconds (%v)" $grace $needed) -}}
-{{- else -}}
-{{- int $grace -}}
+{{/* `gateway.shutdown_timeout_s` of the config (default 5), in whole seconds. */}}
+{{- define "gearshift.shutdownTimeoutSeconds" -}}
+{{- dig "gateway" "shutdown_timeout_s" 5 (.Values.config | default dict) | float64 | ceil | int -}}
 {{- end -}}
+
+{{/*
+The seconds a gateway needs once Kubernetes stops its pod: the preStop sleep, then after
+SIGTERM `shutdown_drain_s` (/ready answers 503, requests still served) and
+`shutdown_timeout_s` (in-flight requests finish).
+*/}}
+{{- define "gearshift.gatewayStopSeconds" -}}
+{{- add .Values.gateway.preStopSleepSeconds .Values.gateway.drainSeconds (include "gearshift.shutdownTimeoutSeconds" . | int) -}}
+{{- end -}}
+
+{{/*
+terminationGracePeriodSeconds: (dict "grace" <value or nil> "needed" <seconds> "key" <value name>
+"extra" <the sum's terms beyond the gateway's, for the message>). Nil: what is needed plus 5 s
+for the process to exit; a value below what is needed fails.
+*/}}
+{{- define "gearshift.gracePeriod" -}}
+{{- $needed := int .needed -}}
+{{- if kindIs "invalid" .grace -}}
+{{- add $needed 5 -}}
+{{- else if lt (int .grace) $needed -}}
+{{- fail (printf "%s (%v) must be at least %v: gateway.preStopSleepSeconds + gateway.drainSeconds + config.gateway.shutdown_timeout_s%s" .key .grace $needed .extra) -}}
+{{- else -}}
+{{- int .grace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The standalone gateway pods' grace period. */}}
+{{- define "gearshift.gatewayGracePeriod" -}}
+{{- include "gearshift.gracePeriod" (dict "grace" .Values.gateway.standalone.terminationGracePeriodSeconds "needed" (include "gearshift.gatewayStopSeconds" .) "key" "gateway.standalone.terminationGracePeriodSeconds" "extra" "") -}}
+{{- end -}}
+
+{{/* The head's grace period: its gateway stops, then the controller stops the replicas. */}}
+{{- define "gearshift.headGracePeriod" -}}
+{{- $needed := add (include "gearshift.gatewayStopSeconds" . | int) .Values.head.shutdownSeconds -}}
+{{- include "gearshift.gracePeriod" (dict "grace" .Values.head.terminationGracePeriodSeconds "needed" $needed "key" "head.terminationGracePeriodSeconds" "extra" " + head.shutdownSeconds") -}}
 {{- end -}}
 
 {{/* The container securityContext: (dict "root" $ "override" <map or nil>). */}}
@@ -285,7 +360,7 @@ with `gearshift config validate`: (dict "root" $ "image" <override map>).
   value: "0"
 {{- end -}}
 
-{{/* Gateway probes and shutdown, on the pods that serve it. */}}
+{{/* Gateway probes and shutdown, on the pods that run a gateway. */}}
 {{- define "gearshift.gatewayProbes" -}}
 readinessProbe:
   httpGet:
@@ -301,10 +376,12 @@ livenessProbe:
   periodSeconds: {{ .Values.gateway.livenessProbe.periodSeconds }}
   failureThreshold: {{ .Values.gateway.livenessProbe.failureThreshold }}
   timeoutSeconds: {{ .Values.gateway.livenessProbe.timeoutSeconds }}
+{{- if gt (int .Values.gateway.preStopSleepSeconds) 0 }}
 lifecycle:
   preStop:
     sleep:
       seconds: {{ .Values.gateway.preStopSleepSeconds }}
+{{- end }}
 {{- end -}}
 
 {{/* The pods that serve the public API: the head, or the standalone gateway Deployment. */}}
