@@ -6,13 +6,17 @@ calls block on disk, so they run in worker threads; the gateway is reached throu
 ``LineSender`` (``dispatch_http.GatewaySender``; tests use fakes). One round runs every
 ``TICK_S``, or as soon as a line finishes:
 
-1. every ``settle_s``: settle due batches (``Finalizer.advance``: completed, cancelled, expired);
+1. every ``settle_s``: settle due batches (``Finalizer.advance``: completed, cancelled, expired)
+   in a task of its own, so writing a big batch's files does not hold up the heartbeats;
 2. every ``heartbeat_s``: renew the leases of lines in flight; a line whose lease is gone (its
    batch expired, or the lease ran out while this worker stalled) is abandoned, since its
    answer would not be kept;
 3. every ``backlog_s``: re-read the backlog (``dispatch_backlog``);
 4. lease up to ``pacing.in_flight_target`` lines from batches in ``pacing.lease_order`` and send
    each with its batch's ``pacing.service_tier``.
+
+Each line's task judges its answer (``pacing.judge``) and commits the result (lines answered
+together share one transaction: ``dispatch_commit``) or releases the lease.
 
 Cancel: a cancelling batch leases no new line (the store's rule); its lines in flight finish
 and are kept; the store settles the others as ``batch_cancelled`` once none is in flight.
@@ -35,15 +39,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from scheduler.batches.dispatch_backlog import Backlog
+from scheduler.batches.dispatch_commit import GroupCommit
 from scheduler.batches.leases import LineKey
 from scheduler.batches.objects import (
     BatchRecord,
     LeasedLine,
     LineError,
     LineResponse,
+    LineResult,
     attempts_exhausted,
 )
 from scheduler.batches.pacing import (
+    BACKOFF_BASE_S,
     Backoff,
     BatchPace,
     RateMeter,
@@ -99,6 +106,7 @@ class DispatchSettings:
     max_in_flight: int = 64
     settle_s: float = 0.5
     backlog_s: float = 0.5
+    backoff_base_s: float = BACKOFF_BASE_S
 
     @classmethod
     def from_config(
@@ -150,6 +158,10 @@ class Dispatcher:
         self._answered: set[LineKey] = set()
         """Lines past their HTTP request (committing or releasing): never abandoned."""
         self._wake = asyncio.Event()
+        self._commit = GroupCommit(store.leases, clock)
+        self._settling: asyncio.Task[None] | None = None
+        """Settling runs beside the rounds: writing a big batch's files must not hold up
+        heartbeats."""
         self._due = {"settle": 0.0, "heartbeat": 0.0, "backlog": 0.0, "progress": 0.0}
         self.recorded = 0
         """Results this worker committed (the first for their line)."""
@@ -160,8 +172,14 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    @property
+    def transactions(self) -> int:
+        """Transactions that committed results (fewer than results: group commit)."""
+        return self._commit.transactions
+
     async def run(self, stop: asyncio.Event) -> None:
         log.info("batch dispatcher %s running", self._settings.worker_id)
+        committer = asyncio.create_task(self._commit.run())
         try:
             while not stop.is_set():
                 await self._round(self._clock())
@@ -169,16 +187,18 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), TICK_S)
                 self._wake.clear()
         finally:
-            await self._shutdown()
+            await self._shutdown(committer)
 
     async def _round(self, now: float) -> None:
         settings = self._settings
-        if self._take("settle", now, settings.settle_s):
-            await self._settle(now)
+        idle = self._settling is None or self._settling.done()
+        if idle and self._take("settle", now, settings.settle_s):
+            self._settling = asyncio.create_task(self._settle(now))
         if self._take("heartbeat", now, settings.heartbeat_s):
             await self._heartbeat(now)
         if self._take("backlog", now, settings.backlog_s):
             self._backlog = await asyncio.to_thread(self._backlog_reader.read, now)
+            self._forget_settled()
         if self._take("progress", now, PROGRESS_LOG_S) and (self._tasks or self._backlog):
             log.info(
                 "%d lines in flight (window %.1f), %d batches with work, %d results so far; "
@@ -190,6 +210,13 @@ class Dispatcher:
                 dict(self.served_by) or "-",
             )
         await self._lease(now)
+
+    def _forget_settled(self) -> None:
+        """Drop what we knew of batches that left ``in_progress`` with no line of ours in
+        flight (cancelled or settled elsewhere; those we settle are reported first)."""
+        keep = {pace.batch_id for pace in self._backlog} | {key[0] for key in self._tasks}
+        for batch_id in [b for b in self._batches if b not in keep]:
+            del self._batches[batch_id]
 
     def _take(self, what: str, now: float, every_s: float) -> bool:
         if now < self._due[what]:
@@ -261,13 +288,18 @@ class Dispatcher:
         return batch
 
     def _start(self, line: LeasedLine, tier: ServiceTier) -> None:
+        stale = self._tasks.get(line.key)
+        if stale is not None:  # its lease ran out before a heartbeat and we leased it again
+            stale.cancel()
+            self._answered.discard(line.key)
         task = asyncio.create_task(self._run_line(line, tier))
         self._tasks[line.key] = task
         task.add_done_callback(functools.partial(self._finished, line.key))
 
     def _finished(self, key: LineKey, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(key, None)
-        self._answered.discard(key)
+        if self._tasks.get(key) is task:
+            del self._tasks[key]
+            self._answered.discard(key)
         self._wake.set()
 
     # -------------------------------------------------------------------------- lines
@@ -301,14 +333,8 @@ class Dispatcher:
         now = self._clock()
         if verdict in (Verdict.RECORD, Verdict.GIVE_UP):
             response, error = _result(line, answer)
-            recorded = await asyncio.to_thread(
-                self._store.leases.record_result,
-                line.batch_id,
-                line.line_no,
-                now=now,
-                response=response,
-                error=error,
-            )
+            result = LineResult(line.batch_id, line.line_no, response, error)
+            recorded = await self._commit.commit(result)
             if verdict is Verdict.RECORD:
                 self._window = self._window.answered(latency_s, limit=self._settings.max_in_flight)
                 batch.backoff = None
@@ -334,7 +360,13 @@ class Dispatcher:
             [line.key],
             count_attempt=verdict is Verdict.RETRY,
         )
-        batch.backoff = back_off(batch.backoff, now, answer.retry_after_s, self._rng)
+        batch.backoff = back_off(
+            batch.backoff,
+            now,
+            answer.retry_after_s,
+            self._rng,
+            base_s=self._settings.backoff_base_s,
+        )
         if verdict is Verdict.RETRY or answer.status == 503:
             self._window = self._window.refused(now)
         log.debug(
@@ -384,11 +416,17 @@ class Dispatcher:
             served or "-",
         )
 
-    async def _shutdown(self) -> None:
+    async def _shutdown(self, committer: asyncio.Task[None]) -> None:
+        """Abandon the lines in flight, commit the answers already in, release the rest."""
         tasks = dict(self._tasks)
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
+        committer.cancel()
+        await asyncio.gather(committer, return_exceptions=True)
+        await self._commit.flush()
+        if self._settling is not None:
+            await asyncio.gather(self._settling, return_exceptions=True)
         if tasks:
             released = await asyncio.to_thread(
                 self._store.leases.release, self._settings.worker_id, list(tasks)

@@ -102,9 +102,8 @@ class DispatcherSupervisor:
             return False
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
-        try:
-            await asyncio.wait_for(exited, STOP_TIMEOUT_S)
-        except TimeoutError:
+        await asyncio.wait({exited}, timeout=STOP_TIMEOUT_S)
+        if not exited.done():
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await exited

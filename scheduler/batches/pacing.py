@@ -85,16 +85,21 @@ class Backoff:
 
 
 def back_off(
-    previous: Backoff | None, now: float, retry_after_s: float | None, rng: random.Random
+    previous: Backoff | None,
+    now: float,
+    retry_after_s: float | None,
+    rng: random.Random,
+    *,
+    base_s: float = BACKOFF_BASE_S,
 ) -> Backoff:
-    """The next back-off: exponential from ``BACKOFF_BASE_S`` to ``BACKOFF_MAX_S`` with equal
+    """The next back-off: exponential from ``base_s`` to ``BACKOFF_MAX_S`` with equal
     jitter (half fixed, half random, so workers do not retry in step), never shorter than the
     gateway's ``Retry-After`` (itself capped at ``BACKOFF_MAX_S``). A refusal during a back-off
     (for a line sent before it began) leaves it as it is: one burst counts once."""
     if previous is not None and now < previous.until:
         return previous
     failures = (previous.failures if previous else 0) + 1
-    ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2.0 ** (failures - 1))
+    ceiling = min(BACKOFF_MAX_S, base_s * 2.0 ** (failures - 1))
     delay = ceiling / 2 + rng.uniform(0.0, ceiling / 2)
     if retry_after_s is not None and retry_after_s > 0:
         delay = max(delay, min(retry_after_s, BACKOFF_MAX_S))

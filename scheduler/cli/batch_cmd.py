@@ -186,7 +186,7 @@ def list_batches(
     target = _Target(url, api_key, session)
     client = target.client()
     with target.calls():
-        page = client.batches.list(limit=limit, **({"after": after} if after else {}))
+        page = client.batches.list(limit=limit, after=after or openai.omit)
         batches = [batch.model_dump(mode="json") for batch in page.data]
         has_more = bool(page.has_more)
     document = {"data": batches, "has_more": has_more}

@@ -13,14 +13,25 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scheduler.batches import BatchRecord, BatchStatus, BatchStore, LeasedLine, Purpose
+from scheduler.batches import (
+    BatchRecord,
+    BatchStatus,
+    BatchStore,
+    LeasedLine,
+    LineResponse,
+    ObjectNotFound,
+    Purpose,
+)
 from scheduler.batches.dispatch import Answer, Dispatcher, DispatchSettings
 from scheduler.batches.dispatch_backlog import Backlog
+from scheduler.batches.dispatch_commit import GroupCommit
+from scheduler.batches.objects import LineResult
 from scheduler.config import BatchConfig
 from scheduler.types import ServiceTier
 
@@ -115,6 +126,7 @@ def dispatcher(
     store: BatchStore, gateway: FakeGateway, clock: Clock, max_in_flight: int = 8
 ) -> Dispatcher:
     settings = DispatchSettings.from_config(store.config, "worker-1", max_in_flight)
+    settings = replace(settings, backoff_base_s=0.02)
     return Dispatcher(store, Backlog.open(store), gateway, settings, clock=clock)
 
 
@@ -189,6 +201,7 @@ def test_every_line_gets_exactly_one_result_and_the_batch_completes(store: Batch
         assert set(gateway.tiers) == {ServiceTier.FLEX}  # a day to go: the batch class
         assert worker.served_by == Counter({"A100-80GB": 45})
         assert max(gateway.calls.values()) == 1
+        assert worker.recorded == 50 and worker.transactions < 50  # group commit
 
     run(test)
 
@@ -336,5 +349,30 @@ def test_a_new_worker_runs_the_lines_a_dead_one_held(store: BatchStore) -> None:
         assert done.counts.completed == 12
         assert {line.custom_id for line in dead} <= set(gateway.calls)
         assert {attempts(store, batch.id)[line.line_no] for line in dead} == {2}
+
+    run(test)
+
+
+def test_group_commit_shares_transactions_and_isolates_a_bad_line(store: BatchStore) -> None:
+    async def test() -> None:
+        clock = Clock()
+        batch = start(store, 6, now=clock())
+        commit = GroupCommit(store.leases, clock)
+        response = LineResponse(200, "req", {"ok": True})
+        results = [LineResult(batch.id, n, response) for n in range(1, 6)]
+        runner = asyncio.create_task(commit.run())
+        try:
+            first = await asyncio.gather(*(commit.commit(result) for result in results))
+            assert first == [True] * 5 and commit.transactions == 1  # one group, one fsync
+            again = commit.commit(results[0])
+            unknown = commit.commit(LineResult(batch.id, 99, response))
+            last = commit.commit(LineResult(batch.id, 6, response))
+            outcomes = await asyncio.gather(again, unknown, last, return_exceptions=True)
+        finally:
+            runner.cancel()
+        assert outcomes[0] is False  # the line had its result: kept once
+        assert isinstance(outcomes[1], ObjectNotFound)
+        assert outcomes[2] is True  # committed on its own after the group failed
+        assert store.batch(batch.id).counts.completed == 6
 
     run(test)
