@@ -52,6 +52,9 @@ from scheduler.errors import ConfigError, InvalidRequest
 log = logging.getLogger(__name__)
 
 
+_NOUN = {"files": "file", "batches": "batch"}
+
+
 class BatchStore:
     """Files and batches of the Batch API, per tenant. Build with ``BatchStore.open``."""
 
@@ -167,7 +170,7 @@ class BatchStore:
         row = self._db.one(f"SELECT seq FROM {table} WHERE id = ? AND tenant = ?", (after, tenant))
         if row is None:
             raise InvalidRequest(
-                f"`after` names no {table[:-1]} of yours: {after[:100]!r}.",
+                f"`after` names no {_NOUN[table]} of yours: {after[:100]!r}.",
                 param="after",
                 code="invalid_value",
             )

@@ -19,11 +19,12 @@ import aiohttp
 import uvicorn
 
 from scheduler.batches import BatchStore
-from scheduler.config import GearshiftConfig
+from scheduler.config import GatewayConfig, GearshiftConfig
 from scheduler.errors import ConfigError
 from scheduler.gateway.admin import create_admin_app
 from scheduler.gateway.app import GatewayDeps, create_app
 from scheduler.gateway.auth import GatewayAuth
+from scheduler.gateway.batch_api import gateway_body_check
 from scheduler.gateway.endpoints import EndpointTable, FleetStateSource
 from scheduler.gateway.metrics import GatewayMetrics
 from scheduler.gateway.proxy import EngineProxy
@@ -106,6 +107,7 @@ async def run_gateway(
             ),
         ]
         refresher = asyncio.create_task(table.run(session, gateway.load_refresh_s))
+        revalidator = asyncio.create_task(_validate_pending(batches, gateway, table))
         reporter = asyncio.create_task(
             _report_demand(source, deps.demand, config.placement.interval_s)
         )
@@ -128,7 +130,7 @@ async def run_gateway(
             for server in servers:
                 server.should_exit = True
             await asyncio.gather(*serving, return_exceptions=True)
-            for task in (refresher, reporter):
+            for task in (refresher, reporter, revalidator):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -144,6 +146,24 @@ async def _report_demand(source: FleetStateSource, demand: DemandTracker, every_
             await source.report_demand(demand.snapshot(time.monotonic()))
         except Exception as exc:  # the controller may be restarting; the next round retries
             log.warning("demand report failed: %s", exc)
+
+
+async def _validate_pending(
+    batches: BatchStore | None, gateway: GatewayConfig, table: EndpointTable
+) -> None:
+    """Validate batches a crash left in `validating` (created, not yet checked), once the
+    endpoint table knows the served models."""
+    if batches is None:
+        return
+    pending = await asyncio.to_thread(batches.pending_validation)
+    if not pending:
+        return
+    while not table.models():
+        await asyncio.sleep(0.5)
+    check = gateway_body_check(gateway, table)
+    for batch_id in pending:
+        record = await asyncio.to_thread(batches.validate_batch, batch_id, check, now=time.time())
+        log.info("validated batch %s left in validating: %s", batch_id, record.status.value)
 
 
 async def _drain(deps: GatewayDeps, drain_s: float, serving: list[asyncio.Task[None]]) -> None:

@@ -7,7 +7,9 @@ needed: running the lines is the dispatcher's job, so completion is tested at st
 
 from __future__ import annotations
 
+import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 import openai
 import pytest
 
+from scheduler.batches import BatchStatus, BatchStore, Purpose
+from scheduler.batches.objects import OPEN_TENANT
 from scheduler.config import GearshiftConfig, parse_config
 from scheduler.state import FleetState
 from scheduler.tenants import KeyFile
@@ -254,3 +258,34 @@ def test_tenants_see_only_their_own(tmp_path: Path) -> None:
             _client(gateway, no_batch.plaintext).batches.create(
                 input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
             )
+
+
+def test_a_batch_left_validating_by_a_crash_is_validated_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path)
+    store = BatchStore.open(config.batch)
+    try:  # what a gateway killed between create and validate leaves behind
+        upload = store.create_file(
+            OPEN_TENANT, "in.jsonl", Purpose.BATCH, io.BytesIO(_jsonl(3)), now=time.time()
+        )
+        left = store.create_batch(
+            OPEN_TENANT,
+            input_file_id=upload.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            window_s=86_400,
+            metadata=None,
+            now=time.time(),
+        )
+        assert left.status is BatchStatus.VALIDATING
+    finally:
+        store.close()
+    with GatewayThread(config, FleetState(version=1, models=(MODEL,))) as gateway:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused")
+        deadline = time.monotonic() + 10
+        while (batch := client.batches.retrieve(left.id)).status == "validating":
+            assert time.monotonic() < deadline, "the pending batch was never validated"
+            time.sleep(0.1)
+        assert batch.status == "in_progress"
+        assert batch.request_counts is not None and batch.request_counts.total == 3
