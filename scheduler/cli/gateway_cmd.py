@@ -11,8 +11,6 @@ for ``gateway.shutdown_drain_s`` while requests are still served, then in-flight
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import signal
 import time
 from pathlib import Path
@@ -21,7 +19,13 @@ from typing import Annotated, Any
 import typer
 
 from scheduler.cli.output import console_err, fail
-from scheduler.cli.serve_cmd import _announce_auth, _url, _with_overrides
+from scheduler.cli.serve_cmd import (
+    admin_token,
+    announce_auth,
+    display_url,
+    is_loopback,
+    with_overrides,
+)
 from scheduler.config import GearshiftConfig, demo_config, load_config
 from scheduler.errors import ConfigError, ControlPlaneError, GearshiftError
 
@@ -55,29 +59,27 @@ def gateway(
     Example: gearshift gateway --address ray-head:6379 -c gearshift.yaml --batch-upstream http://gearshift-head:8000
     """
     try:
-        cfg = _with_overrides(
+        cfg = with_overrides(
             load_config(config) if config else demo_config(), host, port, admin_port
         )
         cfg = _storeless(cfg, batch_upstream)
+        token = admin_token(cfg)
         from scheduler.gateway.server import bind
 
         public = bind(cfg.gateway.host, cfg.gateway.port)
         admin = bind(cfg.gateway.admin_host, cfg.gateway.admin_port)
     except ConfigError as exc:
         fail(str(exc), code=2)
-    token = os.environ.get("GEARSHIFT_ADMIN_TOKEN") or cfg.gateway.admin_token
-    if token is not None and len(token) < 16:
-        fail("GEARSHIFT_ADMIN_TOKEN must be at least 16 characters", code=2)
-    public_url = _url(cfg.gateway.host, public.getsockname()[1])
-    _announce_auth(cfg, public_url)
+    public_url = display_url(cfg.gateway.host, public.getsockname()[1])
+    announce_auth(cfg, public_url)
     try:
         with console_err.status(f"Waiting for the controller on {address} ..."):
             controller = _controller(address, wait)
         console_err.print(
             f"OpenAI endpoint: {public_url}/v1 (admin API on "
-            f"{_url(cfg.gateway.admin_host, admin.getsockname()[1])})"
+            f"{display_url(cfg.gateway.admin_host, admin.getsockname()[1])})"
         )
-        asyncio.run(_serve(cfg, controller, public, admin, token or secrets.token_urlsafe(24)))
+        asyncio.run(_serve(cfg, controller, public, admin, token))
     except KeyboardInterrupt:
         pass
     except GearshiftError as exc:
@@ -108,7 +110,7 @@ def _storeless(cfg: GearshiftConfig, batch_upstream: str | None) -> GearshiftCon
 
 def _controller(address: str, wait_s: float) -> Any:
     """The controller actor's handle, once ``serve`` has started it."""
-    if address.rsplit(":", 1)[0] in {"127.0.0.1", "localhost"}:
+    if is_loopback(address):
         from scheduler.controlplane import prepare_loopback_ray
 
         prepare_loopback_ray()  # else Ray swaps loopback for the machine's primary address

@@ -74,7 +74,7 @@ def serve(
     """
     started = time.monotonic()
     try:
-        cfg = _with_overrides(
+        cfg = with_overrides(
             load_config(config) if config else demo_config(), host, port, admin_port
         )
         if no_auth:
@@ -82,9 +82,10 @@ def serve(
             cfg = cfg.model_copy(update={"gateway": cfg.gateway.model_copy(update={"auth": auth})})
         registry = PluginRegistry.from_entry_points()
         build_profiles(registry, cfg.routing)  # fail on a bad routing config before Ray starts
-        if address is None:
+        if address is None or is_loopback(address):
             from scheduler.controlplane import prepare_loopback_ray
 
+            # Else Ray swaps a loopback address for the machine's primary one.
             prepare_loopback_ray()
         from scheduler.controlplane.runtime import AttachedRuntime, LocalRuntime
         from scheduler.gateway.server import bind
@@ -94,6 +95,7 @@ def serve(
             LocalRuntime(cfg) if address is None else AttachedRuntime(cfg, address)
         )
         cfg = runtime.config
+        token = admin_token(cfg)
         public_socket = bind(cfg.gateway.host, cfg.gateway.port)
         admin_socket = bind(cfg.gateway.admin_host, cfg.gateway.admin_port)
     except ConfigError as exc:
@@ -103,13 +105,13 @@ def serve(
         registry=registry,
         public=public_socket,
         admin=admin_socket,
-        token=cfg.gateway.admin_token or secrets.token_urlsafe(24),
+        token=token,
         ready_timeout=ready_timeout,
         started=started,
         session=session,
         config_path=config,
     )
-    _announce_auth(cfg, run.public_url)
+    announce_auth(cfg, run.public_url)
 
     nodes = sum(group.nodes for group in cfg.fleet.node_groups)
     starting = (
@@ -151,11 +153,11 @@ class _Run:
 
     @property
     def public_url(self) -> str:
-        return _url(self.cfg.gateway.host, self.public.getsockname()[1])
+        return display_url(self.cfg.gateway.host, self.public.getsockname()[1])
 
     @property
     def admin_url(self) -> str:
-        return _url(self.cfg.gateway.admin_host, self.admin.getsockname()[1])
+        return display_url(self.cfg.gateway.admin_host, self.admin.getsockname()[1])
 
     async def serve(self, source: FleetStateSource) -> None:
         """Serve until SIGINT/SIGTERM; announce the endpoint once the fleet is ready."""
@@ -269,7 +271,7 @@ def _print_summary(
     console_out.print("Ctrl-C stops everything.")
 
 
-def _announce_auth(cfg: GearshiftConfig, public_url: str) -> None:
+def announce_auth(cfg: GearshiftConfig, public_url: str) -> None:
     auth = cfg.gateway.auth
     if auth_required(auth):
         console_err.print(f"API keys required on {public_url}/v1 (key file: {auth.keys_file}).")
@@ -282,7 +284,7 @@ def _announce_auth(cfg: GearshiftConfig, public_url: str) -> None:
     )
 
 
-def _with_overrides(
+def with_overrides(
     cfg: GearshiftConfig, host: str | None, port: int | None, admin_port: int | None
 ) -> GearshiftConfig:
     updates = {
@@ -300,6 +302,21 @@ def _with_overrides(
         raise ConfigError(f"bad override: {exc}") from None
 
 
-def _url(host: str, port: int) -> str:
+ADMIN_TOKEN_ENV = "GEARSHIFT_ADMIN_TOKEN"
+
+
+def admin_token(cfg: GearshiftConfig) -> str:
+    """The admin API's token: $GEARSHIFT_ADMIN_TOKEN, gateway.admin_token, or a fresh one."""
+    token = os.environ.get(ADMIN_TOKEN_ENV) or cfg.gateway.admin_token
+    if token is not None and len(token) < 16:
+        raise ConfigError(f"{ADMIN_TOKEN_ENV} must be at least 16 characters")
+    return token or secrets.token_urlsafe(24)
+
+
+def is_loopback(address: str) -> bool:
+    return address.rsplit(":", 1)[0] in {"127.0.0.1", "localhost"}
+
+
+def display_url(host: str, port: int) -> str:
     shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
     return f"http://{shown}:{port}"

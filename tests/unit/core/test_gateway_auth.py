@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from scheduler.cli import app as cli
-from scheduler.cli.serve_cmd import _announce_auth
+from scheduler.cli.serve_cmd import announce_auth
 from scheduler.config import AuthConfig, demo_config
 from scheduler.gateway.admin import create_admin_app
 from scheduler.gateway.app import GatewayDeps, create_app
@@ -321,13 +321,13 @@ def test_serve_warns_loudly_when_auth_is_off(
         AuthConfig(enabled=False),
     ):
         gateway = config.gateway.model_copy(update={"auth": auth})
-        _announce_auth(config.model_copy(update={"gateway": gateway}), "http://127.0.0.1:8000")
+        announce_auth(config.model_copy(update={"gateway": gateway}), "http://127.0.0.1:8000")
         assert "WARNING: authentication is OFF" in capsys.readouterr().err
     (tmp_path / "keys.json").write_text('{"version": 1, "keys": []}')
     gateway = config.gateway.model_copy(
         update={"auth": AuthConfig(keys_file=str(tmp_path / "keys.json"))}
     )
-    _announce_auth(config.model_copy(update={"gateway": gateway}), "http://127.0.0.1:8000")
+    announce_auth(config.model_copy(update={"gateway": gateway}), "http://127.0.0.1:8000")
     err = capsys.readouterr().err
     assert "WARNING" not in err and "API keys required" in err
 
