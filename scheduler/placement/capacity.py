@@ -1,8 +1,9 @@
 """Capacity tables: the request rate one replica sustains within a traffic class's targets.
 
 Mélange's "max throughput under SLO", from the roofline model (``nodes.performance``) and the
-simulator's batching rules (``scheduler.simulator.replica``): admitted requests get one prefill
-pass that emits their first token, then every decode step serves every running request. With
+simulator's batching rules (``scheduler.simulator.replica``): each prompt is prefilled (in
+chunks under vLLM's per-step token budget when long) and its last chunk emits its first token,
+then every decode step serves every running request. With
 ``b`` requests of ``T`` prompt and ``o`` output tokens running, each costs one prefill
 ``P = prefill(T)`` and ``o - 1`` decode steps ``s(b) = step(b, T + o/2)``, so::
 

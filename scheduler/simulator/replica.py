@@ -1,20 +1,37 @@
 """One replica in virtual time, batching like the live sim engine (``nodes.engines.sim.batcher``).
 
-Each iteration it admits waiting jobs in (engine priority, arrival) order while their KV
-reservation (prompt + output) fits the cache and fewer than ``max_num_seqs`` run; the head of
-the queue blocks the rest, except that it may preempt running jobs of strictly lower priority
-(latest arrival of the least urgent first) by recompute. Newly admitted jobs get one prefill
-pass costing ``prefill_seconds(their context tokens)``, emitting one token each; then every
-running job gets one decode step costing ``decode_step_seconds(batch, mean context // 1)``.
+Each iteration is one vLLM step with chunked prefill under a token budget of
+``max_num_batched_tokens`` (vLLM's default for the card:
+``scheduler.simulator.step_times.engine_token_budget``), laid out as a
+prefill pass followed by a decode step:
+
+1. The budget left after one token per decoding job goes to prefill: first to prompts part-way
+   through their prefill (in admission order), then to waiting jobs. Those are admitted in
+   (engine priority, arrival) order while budget is left, their KV reservation (prompt + output)
+   fits the cache and fewer than ``max_num_seqs`` run; the head of the queue blocks the rest,
+   except that it may preempt running jobs of strictly lower priority (latest arrival of the
+   least urgent first) by recompute. Each prompt takes a chunk of what budget is left. A chunk
+   costs what it adds to its prompt's prefill, ``prefill_seconds(done + chunk) -
+   prefill_seconds(done)`` (the first chunk ``prefill_seconds(chunk)``): a prompt costs
+   ``prefill_seconds(context)`` however it is cut, and the prompts of one pass add up, since each
+   attends only to itself. A job whose last chunk is in the pass emits one token at its end.
+2. Every decoding job (its prefill complete) gets one decode step costing
+   ``decode_step_seconds(batch, mean context // 1)``.
 
 Decode steps between two changes of the batch are one *run*: the batch, and so admission, can
-only change when a job finishes or a newly queued job can be admitted. So a run lasts until its
-first job finishes, timed step by step in chunks of doubling length (one event per chunk), and
-ends early only when ``submit`` queues a job admissible at a step boundary. The step times,
-token counts and load the gateway sees are exactly those of one event per decode step.
+only change when a job finishes or prefill work is due. So a run lasts until its first job
+finishes (one step while a prompt is part-way through its prefill), timed step by step in chunks
+of doubling length (one event per chunk), and ends early only when ``submit`` queues a job
+admissible at a step boundary. The step times, token counts and load the gateway sees are
+exactly those of one event per decode step.
 
-Invariants: reserved KV never exceeds the capacity; at most ``max_num_seqs`` run; a job emits
-exactly ``output_tokens`` tokens; phases are laid end to end and never overlap.
+As in the live engine, the two phases of a step and the prompts of a pass pay their overheads
+separately, erring slow like the capacity model (``scheduler.placement.capacity``), which
+charges one ``prefill_seconds(prompt)`` per request and decode steps on top.
+
+Invariants: reserved KV never exceeds the capacity; at most ``max_num_seqs`` run; a pass
+prefills at most the budget less the decoding jobs; a job emits exactly ``output_tokens``
+tokens, none before its prefill is complete; phases are laid end to end and never overlap.
 """
 
 from __future__ import annotations
@@ -23,21 +40,10 @@ import bisect
 import enum
 import heapq
 from dataclasses import dataclass
-from typing import Protocol
 
+from scheduler.simulator.step_times import MAX_NUM_BATCHED_TOKENS, CachedStepTimes, StepTimeModel
 from scheduler.simulator.trace import TraceRequest
 from scheduler.types import TrafficClass
-
-
-class StepTimeModel(Protocol):
-    """What a replica needs from the performance model (``ReplicaPerformance`` provides it)."""
-
-    @property
-    def kv_capacity_tokens(self) -> int: ...
-
-    def prefill_seconds(self, prompt_tokens: int) -> float: ...
-
-    def decode_step_seconds(self, batch_size: int, mean_context_tokens: int) -> float: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -48,6 +54,8 @@ class Job:
     priority: int
     order: int
     produced: int = 0
+    prefill_left: int = 0
+    """Context tokens still to prefill: set at admission, 0 once the job decodes."""
     first_token_at: float | None = None
     finished_at: float | None = None
 
@@ -66,52 +74,6 @@ class Job:
 
 FIRST_CHUNK_STEPS = 16
 """Decode steps a run times ahead at first; each further chunk doubles."""
-_CONTEXT_SHIFT = 16
-"""Step-time cache keys: mean context above this many bits, batch size (< 65,536) below."""
-
-
-class CachedStepTimes:
-    """A ``StepTimeModel`` that remembers every answer of the one it wraps (same numbers: a
-    decode step time depends only on the batch size and mean context)."""
-
-    def __init__(self, model: StepTimeModel) -> None:
-        self._model = model
-        self.kv_capacity_tokens = model.kv_capacity_tokens
-        self._prefill: dict[int, float] = {}
-        self._decode: dict[int, float] = {}
-
-    def prefill_seconds(self, prompt_tokens: int) -> float:
-        seconds = self._prefill.get(prompt_tokens)
-        if seconds is None:
-            seconds = self._prefill[prompt_tokens] = self._model.prefill_seconds(prompt_tokens)
-        return seconds
-
-    def decode_step_seconds(self, batch_size: int, mean_context_tokens: int) -> float:
-        key = (mean_context_tokens << _CONTEXT_SHIFT) | batch_size
-        seconds = self._decode.get(key)
-        if seconds is None:
-            seconds = self._model.decode_step_seconds(batch_size, mean_context_tokens)
-            self._decode[key] = seconds
-        return seconds
-
-    def decode_ends(
-        self, batch_size: int, mean_context_tokens: int, count: int, start: float
-    ) -> list[float]:
-        """End times of ``count`` decode steps from ``start``, the mean context growing by one
-        token a step (as ``decode_step_seconds`` step after step, summed in order)."""
-        cache, model = self._decode, self._model
-        key = (mean_context_tokens << _CONTEXT_SHIFT) | batch_size
-        ends: list[float] = []
-        end = start
-        for _ in range(count):
-            seconds = cache.get(key)
-            if seconds is None:
-                seconds = model.decode_step_seconds(batch_size, key >> _CONTEXT_SHIFT)
-                cache[key] = seconds
-            end = end + seconds
-            ends.append(end)
-            key += 1 << _CONTEXT_SHIFT
-        return ends
 
 
 class _Phase(enum.Enum):
@@ -122,13 +84,27 @@ class _Phase(enum.Enum):
 class VirtualReplica:
     """The batching state of one replica; the event loop calls ``start`` and ``finish``."""
 
-    def __init__(self, replica_id: str, model: StepTimeModel, *, max_num_seqs: int) -> None:
+    def __init__(
+        self,
+        replica_id: str,
+        model: StepTimeModel,
+        *,
+        max_num_seqs: int,
+        max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS,
+    ) -> None:
+        if max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {max_num_batched_tokens}")
         self.replica_id = replica_id
         self._model = model if isinstance(model, CachedStepTimes) else CachedStepTimes(model)
         self._capacity = model.kv_capacity_tokens
         self._max_num_seqs = max_num_seqs
+        self._budget = max_num_batched_tokens
         self._waiting: list[tuple[tuple[int, int], Job]] = []
         self._running: dict[int, Job] = {}
+        self._prefilling: dict[int, Job] = {}
+        """Running jobs part-way through their prefill, in admission order."""
+        self._prefill_tokens = 0
+        """Tokens those jobs have left to prefill."""
         self._reserved = 0
         self._phase: _Phase | None = None
         self._batch: list[Job] = []
@@ -165,6 +141,11 @@ class VirtualReplica:
         return self._reserved / self._capacity if self._capacity > 0 else 1.0
 
     @property
+    def max_num_batched_tokens(self) -> int:
+        """The token budget of one iteration: decode tokens plus prefill chunks."""
+        return self._budget
+
+    @property
     def idle(self) -> bool:
         """No phase in progress: a submit must ``start`` the next iteration."""
         return self._phase is None
@@ -187,7 +168,7 @@ class VirtualReplica:
         self.version += 1
         if self._phase is not _Phase.DECODE:
             return None
-        if not self._admissible():
+        if not self._prefill_due():
             return None  # nothing can be admitted before a job of the run finishes
         ends = self._ends
         boundary = bisect.bisect_left(ends, now)
@@ -203,11 +184,11 @@ class VirtualReplica:
     def start(self, now: float) -> float | None:
         """Admit, then begin the prefill pass (or else a decode run); its end time, or None
         when there is nothing to run."""
-        admitted = self._admit()
-        if admitted:
-            tokens = sum(job.context_tokens for job in admitted)
-            seconds = self._model.prefill_seconds(tokens)
-            self._begin(_Phase.PREFILL, admitted, now, 1, 0)
+        self._admit()
+        budget = self._budget - self._decoding
+        if budget > 0 and self._prefilling:
+            completed, seconds = self._take_chunks(budget)
+            self._begin(_Phase.PREFILL, completed, now, 1, 0)
             self._ends.append(now + seconds)
             return self._ends[-1]
         return self._begin_decode(now)
@@ -224,18 +205,48 @@ class VirtualReplica:
         self.busy_s += now - self._started
         self._emit(self._batch, len(self._ends), now)
         if kind is _Phase.PREFILL:
-            return self._begin_decode(now)
+            end = self._begin_decode(now)
+            return end if end is not None else self.start(now)
         return self.start(now)
+
+    @property
+    def _decoding(self) -> int:
+        """Running jobs whose prefill is complete."""
+        return len(self._running) - len(self._prefilling)
+
+    def _take_chunks(self, budget: int) -> tuple[list[Job], float]:
+        """Give ``budget`` tokens to the prefills in progress, in admission order; the jobs
+        whose prefill this completes, and the pass's seconds."""
+        model = self._model
+        seconds = 0.0
+        completed: list[Job] = []
+        taken = 0
+        for job in self._prefilling.values():
+            chunk = min(job.prefill_left, budget - taken)
+            seconds += model.prefill_chunk_seconds(job.context_tokens - job.prefill_left, chunk)
+            job.prefill_left -= chunk
+            taken += chunk
+            if not job.prefill_left:
+                completed.append(job)
+            if taken == budget:
+                break
+        for job in completed:
+            del self._prefilling[job.order]
+        self._prefill_tokens -= taken
+        return completed, seconds
 
     def _begin_decode(self, now: float) -> float | None:
         """Begin a decode run up to the first job's last token (the batch is fixed until then
         unless ``submit`` cuts the run short); the end of its first chunk of steps."""
-        if not self._running:
+        if not self._decoding:
             return None
-        batch = list(self._running.values())
+        if self._prefilling:
+            batch = [job for job in self._running.values() if not job.prefill_left]
+        else:
+            batch = list(self._running.values())
         steps = min(job.request.output_tokens - job.produced for job in batch)
-        if self._admissible():
-            steps = 1  # queued during the prefill: admitted after one decode step
+        if self._prefill_due():
+            steps = 1  # a prompt to prefill: after one decode step
         # Each step adds one token to every context, so the mean (floored) grows by one.
         mean_context = sum(job.context_tokens for job in batch) // len(batch)
         self._begin(_Phase.DECODE, batch, now, steps, mean_context)
@@ -267,7 +278,7 @@ class VirtualReplica:
 
     def _emit(self, batch: list[Job], steps: int, now: float) -> None:
         # Admission (and so preemption) happens only between phases: every job of the batch
-        # is still running, and none has fewer than ``steps`` tokens left.
+        # is still running, its prefill complete, and none has fewer than ``steps`` tokens left.
         for job in batch:
             if job.first_token_at is None:
                 job.first_token_at = now
@@ -289,10 +300,17 @@ class VirtualReplica:
 
     def _admissible(self) -> bool:
         """The queue's head would be admitted (perhaps by preemption) at a step boundary."""
-        if not self._waiting:
+        if not self._waiting or self._budget <= self._decoding + self._prefill_tokens:
             return False
         head = self._waiting[0][1]
         return self._fits(head.kv_tokens) or self._victims(head) is not None
+
+    def _prefill_due(self) -> bool:
+        """The next iteration runs a prefill pass: budget is left after the decoding jobs, and a
+        prompt is part-way through its prefill or the queue's head would be admitted."""
+        if self._budget <= self._decoding:
+            return False
+        return bool(self._prefilling) or self._admissible()
 
     def _victims(self, job: Job) -> list[Job] | None:
         candidates = sorted(
@@ -309,9 +327,11 @@ class VirtualReplica:
                 return victims
         return None
 
-    def _admit(self) -> list[Job]:
-        admitted: list[Job] = []
-        while self._waiting:
+    def _admit(self) -> None:
+        """Admit waiting jobs while budget is left after the decoding jobs and the prefills in
+        progress (vLLM's waiting queue takes what the running requests leave of the budget)."""
+        admitted = False
+        while self._waiting and self._budget > self._decoding + self._prefill_tokens:
             head = self._waiting[0][1]
             if not self._fits(head.kv_tokens):
                 victims = self._victims(head)
@@ -324,12 +344,16 @@ class VirtualReplica:
             heapq.heappop(self._waiting)
             self._running[head.order] = head
             self._reserved += head.kv_tokens
-            admitted.append(head)
+            head.prefill_left = head.context_tokens
+            self._prefilling[head.order] = head
+            self._prefill_tokens += head.prefill_left
+            admitted = True
         if admitted:
             self.version += 1
-        return admitted
 
     def _release(self, job: Job) -> None:
         del self._running[job.order]
         self._reserved -= job.kv_tokens
+        if self._prefilling.pop(job.order, None) is not None:
+            self._prefill_tokens -= job.prefill_left
         self.version += 1

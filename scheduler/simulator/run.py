@@ -23,8 +23,9 @@ from scheduler.plugins import PluginRegistry
 from scheduler.routing.pipeline import RoutingDecision, RoutingProfile
 from scheduler.routing.profiles import build_profiles
 from scheduler.simulator.engine import Action, EventLoop
-from scheduler.simulator.replica import CachedStepTimes, Job, VirtualReplica
+from scheduler.simulator.replica import Job, VirtualReplica
 from scheduler.simulator.report import RequestOutcome, SimulationReport, class_report
+from scheduler.simulator.step_times import CachedStepTimes, engine_token_budget
 from scheduler.simulator.trace import TraceRequest
 from scheduler.types import ReplicaState, TrafficClass
 
@@ -106,7 +107,10 @@ def sim_replicas(config: GearshiftConfig, plan: PlacementPlan) -> list[SimReplic
         if key not in step_times:
             step_times[key] = CachedStepTimes(perf)
         engine = VirtualReplica(
-            assignment.replica_id, step_times[key], max_num_seqs=model.max_num_seqs
+            assignment.replica_id,
+            step_times[key],
+            max_num_seqs=model.max_num_seqs,
+            max_num_batched_tokens=engine_token_budget(spec),
         )
         replicas.append(SimReplica(assignment, endpoint, engine))
     return replicas

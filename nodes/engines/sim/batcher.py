@@ -1,16 +1,24 @@
 """Continuous batching for a simulated replica, like vLLM v1 with ``--scheduling-policy priority``.
 
-One loop task is the engine. Each iteration it
+One loop task is the engine. Each iteration is one vLLM step with chunked prefill under a token
+budget of ``max_num_batched_tokens`` (vLLM's default for the card:
+``nodes.engines.sim.spec.engine_token_budget``), laid out as a prefill pass followed by a decode
+step. It
 
 1. **admits** waiting requests in (priority, arrival) order, lower priority values first, while
-   their KV reservation fits the cache and fewer than ``max_num_seqs`` run. The head of the queue
-   blocks everything behind it (no skipping ahead), except that it may **preempt** running
-   requests of strictly lower priority (higher value), latest arrival of the lowest priority
-   first, when that frees enough room;
-2. runs one **prefill pass** over the newly admitted requests, costing
-   ``prefill_seconds(their context tokens)``; each emits its next token at the end of the pass
-   (for a new request that is its first token, so TTFT = queueing + this pass);
-3. runs one **decode step** over every running request, costing
+   budget is left after one token per decoding request and the prefills in progress, their KV
+   reservation fits the cache and fewer than ``max_num_seqs`` run. The head of the queue blocks
+   everything behind it (no skipping ahead), except that it may **preempt** running requests of
+   strictly lower priority (higher value), latest arrival of the lowest priority first, when that
+   frees enough room;
+2. runs one **prefill pass** that gives that budget to the prompts being prefilled, in admission
+   order, each a chunk of what is left. A chunk costs what it adds to its prompt's prefill,
+   ``prefill_seconds(done + chunk) - prefill_seconds(done)`` (the first chunk
+   ``prefill_seconds(chunk)``): a prompt costs ``prefill_seconds(context)`` however it is cut,
+   and the prompts of one pass add up, since each attends only to itself. A request whose last
+   chunk is in the pass emits its next token at the end of the pass (for a new request that is
+   its first token, so TTFT = queueing + its chunks and the steps between them);
+3. runs one **decode step** over every running request whose prefill is complete, costing
    ``decode_step_seconds(batch size, mean context tokens rounded down)``; each emits one token.
 
 A step the model says takes ``t`` seconds sleeps ``t / time_scale`` on the event loop's clock (steps
@@ -26,8 +34,11 @@ Simplifications, stated so the simulator, the tests and readers agree:
 * preemption is by recompute: the victim frees its reservation and returns to the waiting queue
   at its original place; on re-admission its prefill pass covers its prompt plus the tokens it
   had produced, and tokens already streamed are not sent again;
-* no chunked prefill and no ``max_num_batched_tokens``: a prefill pass takes all admitted
-  prompts at once, and running requests emit nothing while it runs.
+* a step's prefill chunks and decode tokens run as two phases laid end to end, where vLLM runs
+  them in one forward pass: the decode step pays the weight read and step overhead again, and
+  each prompt of a pass pays the per-pass overhead of its own ``prefill_seconds``. Both err
+  slow, as the capacity model does (``scheduler.placement.capacity``: one prefill per request,
+  decode steps on top).
 
 Invariants: tokens of one request are emitted in order, exactly ``output_tokens`` of them unless
 it is aborted; reserved KV never exceeds ``kv_capacity_tokens``; at most ``max_num_seqs`` run.
@@ -48,6 +59,9 @@ from scheduler.errors import InvalidRequest
 
 ABORT = "abort"
 MAX_LAG_S = 0.005
+MAX_NUM_BATCHED_TOKENS = 2048
+"""vLLM's token budget per step for its OpenAI server on most cards
+(``nodes.engines.sim.spec.engine_token_budget``)."""
 
 
 class StepTimeModel(Protocol):
@@ -129,6 +143,8 @@ class _Sequence:
     arrival: float
     state: _State = _State.WAITING
     produced: int = 0
+    prefill_left: int = 0
+    """Context tokens still to prefill: set at admission, 0 once the request decodes."""
     last_token_at: float = 0.0
     finish_reason: str | None = None
     tokens: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
@@ -187,6 +203,7 @@ class Batcher:
         model: StepTimeModel,
         *,
         max_num_seqs: int,
+        max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS,
         time_scale: float = 1.0,
         observer: BatchObserver | None = None,
     ) -> None:
@@ -194,16 +211,25 @@ class Batcher:
             raise ValueError(f"kv_capacity_tokens must be positive, got {model.kv_capacity_tokens}")
         if max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be positive, got {max_num_seqs}")
+        if max_num_batched_tokens < 1:
+            raise ValueError(
+                f"max_num_batched_tokens must be positive, got {max_num_batched_tokens}"
+            )
         if not time_scale > 0:
             raise ValueError(f"time_scale must be positive, got {time_scale}")
         self._model = model
         self._capacity = model.kv_capacity_tokens
         self._max_num_seqs = max_num_seqs
+        self._budget = max_num_batched_tokens
         self._time_scale = time_scale
         self._observer: BatchObserver = observer or _NullObserver()
         self._waiting: list[tuple[tuple[int, int], _Sequence]] = []
         self._num_waiting = 0
         self._running: dict[int, _Sequence] = {}
+        self._prefilling: dict[int, _Sequence] = {}
+        """Running requests part-way through their prefill, in admission order."""
+        self._prefill_tokens = 0
+        """Tokens those requests have left to prefill."""
         self._reserved = 0
         self._orders = itertools.count()
         self._wakeup = asyncio.Event()
@@ -254,12 +280,13 @@ class Batcher:
     async def run(self) -> None:
         """Run the engine loop until cancelled."""
         while True:
-            admitted = self._admit()
-            if admitted:
-                await self._prefill(admitted)
-            if self._running:
+            self._admit()
+            prefilled = self._budget > self._decoding and bool(self._prefilling)
+            if prefilled:
+                await self._prefill()
+            if self._decoding:
                 await self._decode()
-            elif not admitted:
+            elif not prefilled:
                 # Nothing runs and nothing can be admitted: sleep until a submit.
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -301,9 +328,18 @@ class Batcher:
                 return victims
         return None
 
-    def _admit(self) -> list[_Sequence]:
-        admitted: list[_Sequence] = []
-        while (head := self._head()) is not None:
+    @property
+    def _decoding(self) -> int:
+        """Running requests whose prefill is complete."""
+        return len(self._running) - len(self._prefilling)
+
+    def _admit(self) -> None:
+        """Admit waiting requests while budget is left after the decoding requests and the
+        prefills in progress (vLLM's waiting queue takes what the running ones leave of it)."""
+        while (
+            self._budget > self._decoding + self._prefill_tokens
+            and (head := self._head()) is not None
+        ):
             if not self._fits(head.request.kv_tokens):
                 victims = self._victims(head)
                 if victims is None:
@@ -317,22 +353,44 @@ class Batcher:
             head.state = _State.RUNNING
             self._running[head.order] = head
             self._reserved += head.request.kv_tokens
-            admitted.append(head)
-        return admitted
+            head.prefill_left = head.context_tokens
+            self._prefilling[head.order] = head
+            self._prefill_tokens += head.prefill_left
 
     def _release(self, sequence: _Sequence) -> None:
         del self._running[sequence.order]
         self._reserved -= sequence.request.kv_tokens
+        if self._prefilling.pop(sequence.order, None) is not None:
+            self._prefill_tokens -= sequence.prefill_left
 
     # -- steps -------------------------------------------------------------------------------
 
-    async def _prefill(self, admitted: list[_Sequence]) -> None:
-        tokens = sum(sequence.context_tokens for sequence in admitted)
-        await self._sleep(self._model.prefill_seconds(tokens))
-        self._emit(admitted)
+    async def _prefill(self) -> None:
+        """Give the budget left after the decoding requests to the prefills in progress, in
+        admission order; sleep the pass; emit for the requests whose prefill it completes."""
+        budget = self._budget - self._decoding
+        seconds = 0.0
+        completed: list[_Sequence] = []
+        taken = 0
+        for sequence in self._prefilling.values():
+            chunk = min(sequence.prefill_left, budget - taken)
+            done = sequence.context_tokens - sequence.prefill_left
+            cost = self._model.prefill_seconds(done + chunk)
+            seconds += cost - self._model.prefill_seconds(done) if done else cost
+            sequence.prefill_left -= chunk
+            taken += chunk
+            if not sequence.prefill_left:
+                completed.append(sequence)
+            if taken == budget:
+                break
+        for sequence in completed:
+            del self._prefilling[sequence.order]
+        self._prefill_tokens -= taken
+        await self._sleep(seconds)
+        self._emit(completed)
 
     async def _decode(self) -> None:
-        batch = list(self._running.values())
+        batch = [sequence for sequence in self._running.values() if not sequence.prefill_left]
         mean_context = sum(sequence.context_tokens for sequence in batch) // len(batch)
         await self._sleep(self._model.decode_step_seconds(len(batch), mean_context))
         self._emit(batch)

@@ -46,7 +46,7 @@ from nodes.engines.sim.protocol import (
     prepare_completion,
     usage,
 )
-from nodes.engines.sim.spec import SimEngineSpec
+from nodes.engines.sim.spec import SimEngineSpec, token_budget
 from scheduler.errors import InvalidRequest, ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,11 @@ def create_app(spec: SimEngineSpec, step_model: StepTimeModel) -> Starlette:
         model_name=spec.served_model_name, kv_capacity_tokens=step_model.kv_capacity_tokens
     )
     batcher = Batcher(
-        step_model, max_num_seqs=spec.max_num_seqs, time_scale=spec.time_scale, observer=metrics
+        step_model,
+        max_num_seqs=spec.max_num_seqs,
+        max_num_batched_tokens=token_budget(spec),
+        time_scale=spec.time_scale,
+        observer=metrics,
     )
     metrics.watch(batcher)
     endpoints = _Endpoints(spec, batcher, metrics, created=int(time.time()))

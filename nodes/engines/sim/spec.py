@@ -15,7 +15,7 @@ import pydantic
 from pydantic import ConfigDict, Field
 
 from nodes.accelerators import AcceleratorKind, AcceleratorSpec, accelerator, cpu_accelerator
-from nodes.engines.sim.batcher import StepTimeModel
+from nodes.engines.sim.batcher import MAX_NUM_BATCHED_TOKENS, StepTimeModel
 from nodes.models import Dtype, ModelArchitecture
 from nodes.performance import replica_performance
 from scheduler.errors import ConfigError
@@ -127,6 +127,30 @@ def step_time_model(spec: SimEngineSpec) -> StepTimeModel:
             f"gpu_memory_utilization."
         )
     return performance
+
+
+LARGE_CARD_BATCHED_TOKENS = 8192
+"""vLLM's budget on GPUs of at least ``LARGE_CARD_MEMORY_GIB`` other than the A100."""
+LARGE_CARD_MEMORY_GIB = 70.0
+
+
+def engine_token_budget(device: AcceleratorSpec) -> int:
+    """vLLM's default ``max_num_batched_tokens`` for its OpenAI server on ``device``:
+    8,192 on GPUs of at least 70 GiB other than the A100 (whose throughput a larger budget
+    lowered, vLLM PR #17885), 2,048 elsewhere [V vLLM ``EngineArgs.get_batch_defaults``]. The
+    simulator's ``scheduler.simulator.step_times.engine_token_budget`` is the same rule."""
+    large = (
+        device.kind is AcceleratorKind.GPU
+        and device.memory_gib >= LARGE_CARD_MEMORY_GIB
+        and "a100" not in device.name.lower()
+    )
+    return LARGE_CARD_BATCHED_TOKENS if large else MAX_NUM_BATCHED_TOKENS
+
+
+def token_budget(spec: SimEngineSpec) -> int:
+    """The ``max_num_batched_tokens`` vLLM would default to on the card ``spec`` imitates
+    (``engine_token_budget``); ``CatalogError`` for an unknown accelerator."""
+    return engine_token_budget(_accelerator(spec))
 
 
 def _accelerator(spec: SimEngineSpec) -> AcceleratorSpec:

@@ -77,6 +77,29 @@ async def test_decode_steps_take_longer_as_the_batch_grows(linear_steps: Any) ->
     assert steps.decode_step_seconds(4, 0) > steps.decode_step_seconds(1, 0)
 
 
+async def test_a_long_prompt_is_prefilled_in_chunks_between_the_running_requests_steps(
+    linear_steps: Any,
+) -> None:
+    steps = linear_steps()
+    loop = asyncio.get_running_loop()
+    async with engine(Batcher(steps, max_num_seqs=8, max_num_batched_tokens=100)) as batcher:
+        running = asyncio.create_task(token_times(batcher.submit(request(prompt=50, output=30))))
+        await asyncio.sleep(0.1)  # it is decoding
+        submitted = loop.time()
+        long_times = await token_times(batcher.submit(request(prompt=250, output=2)))
+        running_times = await running
+
+    # Chunks of 99, 99 and 52 tokens (the running request's decode token takes one of the
+    # 100): they add up to the prompt's prefill, with a decode step after each of the first two.
+    prefill, step = steps.prefill_seconds(250), steps.decode_step_seconds(1, 0)
+    assert long_times[0] - submitted > prefill + 2 * step
+    assert long_times[0] - submitted < prefill + 4 * step
+    during = [t for t in running_times if submitted < t < long_times[0]]
+    assert len(during) >= 3
+    gaps = [later - earlier for earlier, later in zip(during, during[1:], strict=False)]
+    assert max(gaps) == pytest.approx(steps.prefill_seconds(99) + step)
+
+
 async def test_waiting_requests_are_admitted_by_priority_then_arrival(linear_steps: Any) -> None:
     # The cache holds 1,000 tokens; each request reserves 600, so one runs at a time.
     async with engine(Batcher(linear_steps(kv_capacity_tokens=1000), max_num_seqs=8)) as batcher:
