@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from scheduler.cli.output import console_err, fail
 from scheduler.cli.serve_cmd import (
+    AdminPortOption,
+    ConfigFileOption,
+    HostOption,
+    PortOption,
     admin_token,
     announce_auth,
     display_url,
@@ -34,13 +37,10 @@ def gateway(
     address: Annotated[
         str, typer.Option(help="The Ray cluster (HOST:PORT) whose controller `serve` runs.")
     ],
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Config file; the built-in demo fleet if omitted."),
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="Override gateway.host.")] = None,
-    port: Annotated[int | None, typer.Option(help="Override gateway.port.")] = None,
-    admin_port: Annotated[int | None, typer.Option(help="Override gateway.admin_port.")] = None,
+    config: ConfigFileOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    admin_port: AdminPortOption = None,
     batch_upstream: Annotated[
         str | None,
         typer.Option(

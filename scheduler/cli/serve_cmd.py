@@ -33,15 +33,20 @@ from scheduler.plugins import PluginRegistry
 from scheduler.routing.profiles import build_profiles
 from scheduler.state import FleetState
 
+ConfigFileOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file; the built-in demo fleet if omitted."),
+]
+HostOption = Annotated[str | None, typer.Option(help="Override gateway.host.")]
+PortOption = Annotated[int | None, typer.Option(help="Override gateway.port.")]
+AdminPortOption = Annotated[int | None, typer.Option(help="Override gateway.admin_port.")]
+
 
 def serve(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Config file; the built-in demo fleet if omitted."),
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="Override gateway.host.")] = None,
-    port: Annotated[int | None, typer.Option(help="Override gateway.port.")] = None,
-    admin_port: Annotated[int | None, typer.Option(help="Override gateway.admin_port.")] = None,
+    config: ConfigFileOption = None,
+    host: HostOption = None,
+    port: PortOption = None,
+    admin_port: AdminPortOption = None,
     address: Annotated[
         str | None,
         typer.Option(
