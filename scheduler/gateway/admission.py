@@ -42,8 +42,10 @@ PRIORITY: tuple[TrafficClass, ...] = (
 Saturation = Callable[[str, TrafficClass], float]
 """A model's fleet saturation as a class sees it (0 idle, 1 full)."""
 
-DISCONNECT_POLL_S = 0.1
-"""How often a waiting request checks whether its client is still there."""
+DISCONNECT_POLL_S = 1.0
+"""How often a waiting request checks whether its client is still there (a queued request holds
+no engine work, so a second is soon enough; hundreds of queued batch requests polling ten times
+a second cost the event loop interactive requests wait on)."""
 
 
 def replica_saturation(endpoint: EndpointView, full_queue_depth: int) -> float:
