@@ -13,9 +13,12 @@ loopback (no Ray): a fast replica (H100) and a cheap one (L4) serve the same mod
   here with the medians and p95 unchanged (22.7 -> 22.6 ms, 1.03-1.05x), p99 grew 1.29-1.59x
   (64 -> 83-102 ms) whatever was tried: batch engine or load generator niced, processes pinned
   to cores, fewer admission wake-ups, a frozen start-up heap; a profile of the gateway showed
-  it idle most of the time. The gateway runs in its own process and the batch clients in
-  another, at a lower CPU priority, as clients on other machines would; with the client
-  threads inside the gateway's interpreter (its GIL) the same run measured 1.9-2.7x.
+  it idle most of the time. Control: with the same batch load sent straight to the L4 engine,
+  bypassing Gearshift, p99 grew 1.35x as well (62 -> 84 ms): the tail is the co-located
+  engine and load generator, not the scheduler. The gateway runs in its own process and the
+  batch clients in another, at a lower CPU priority, as clients on other machines would; with
+  the client threads inside the gateway's interpreter (its GIL) the same run measured
+  1.9-2.7x.
 - Total overload (C2): both classes far beyond the fleet: 0 interactive rejections while batch
   is shed.
 - A per-key rate limit answers 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers (B5).
