@@ -374,3 +374,25 @@ def test_no_issued_key_appears_in_the_file_logs_metrics_or_listing(
         secret = (parse_key(key) or ("", ""))[1]
         for where, text in haystacks.items():
             assert key not in text and secret not in text, f"a key leaked into the {where}"
+
+
+def test_admission_queues_each_request_under_its_keys_tenant(
+    make_endpoint: Any, keys: KeyFile, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fair queue within a class (``AdmissionPolicy``) shares out by tenant: the gateway
+    must hand it the key's tenant, and an open gateway one shared tenant."""
+    from scheduler.gateway.admission import AdmissionGate
+
+    seen: list[str] = []
+    admit = AdmissionGate.admit
+
+    async def recording(self: AdmissionGate, *args: Any, tenant: str = "", **kw: Any) -> Any:
+        seen.append(tenant)
+        return await admit(self, *args, tenant=tenant, **kw)
+
+    monkeypatch.setattr(AdmissionGate, "admit", recording)
+    key = _key(keys, set(TrafficClass), TrafficClass.BATCH)
+    assert Gateway(make_endpoint, keys.path, clock).post(key).status_code == 200
+    open_gateway = Gateway(make_endpoint, keys.path.parent / "absent.json", clock)
+    assert open_gateway.post(None).status_code == 200
+    assert seen == ["acme", ""]
