@@ -51,6 +51,15 @@ class RequestTooLarge(InvalidRequest):
     """The request body exceeds the gateway's size limit."""
 
 
+class ObjectNotFound(RequestError):
+    """No file or batch with this id belongs to the caller (another tenant's is the same 404)."""
+
+    def __init__(self, kind: str, object_id: str, *, param: str | None = None) -> None:
+        super().__init__(f"No such {kind}: `{object_id[:100]}`.", param=param, code="not_found")
+        self.kind = kind
+        self.object_id = object_id
+
+
 class ModelNotFound(RequestError):
     """The requested model is not served by this deployment."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from scheduler.batches.finalize import Finalizer
 from scheduler.batches.leases import Leases, LineKey
 from scheduler.batches.objects import (
-    OPEN_TENANT,
     BatchError,
     BatchRecord,
     FileRecord,
@@ -21,7 +20,6 @@ from scheduler.batches.objects import (
     LineError,
     LineResponse,
     LineResult,
-    ObjectNotFound,
     Page,
     Purpose,
     RequestCounts,
@@ -30,6 +28,8 @@ from scheduler.batches.objects import (
 from scheduler.batches.states import BatchStatus, IllegalTransition
 from scheduler.batches.store import BatchStore
 from scheduler.batches.validation import BodyCheck
+from scheduler.errors import ObjectNotFound
+from scheduler.tenants import OPEN_TENANT
 
 __all__ = [
     "OPEN_TENANT",

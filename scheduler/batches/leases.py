@@ -18,12 +18,12 @@ from scheduler.batches.objects import (
     LineError,
     LineResponse,
     LineResult,
-    ObjectNotFound,
     attempts_exhausted,
 )
 from scheduler.batches.sqlite import Database, batch_record, insert_result
 from scheduler.batches.states import BatchStatus
 from scheduler.config import BatchConfig
+from scheduler.errors import ObjectNotFound
 
 LineKey = tuple[str, int]
 """``(batch_id, line_no)``: one input line."""

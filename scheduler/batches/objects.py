@@ -14,11 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from scheduler.batches.states import BatchStatus, Fill
-from scheduler.errors import InvalidRequest, RequestError
-
-OPEN_TENANT = "_open"
-"""Who owns files and batches while authentication is off. A key's tenant name cannot start
-with ``_`` (``gearshift keys create``), so it never sees them once keys are required."""
+from scheduler.errors import InvalidRequest
 
 WINDOW_24H = "24h"
 """The only ``completion_window`` OpenAI accepts; shorter ones are a Gearshift extension."""
@@ -29,15 +25,6 @@ class Purpose(enum.StrEnum):
 
     BATCH = "batch"
     BATCH_OUTPUT = "batch_output"
-
-
-class ObjectNotFound(RequestError):
-    """No file or batch with this id belongs to the caller (another tenant's is the same 404)."""
-
-    def __init__(self, kind: str, object_id: str, *, param: str | None = None) -> None:
-        super().__init__(f"No such {kind}: `{object_id[:100]}`.", param=param, code="not_found")
-        self.kind = kind
-        self.object_id = object_id
 
 
 def new_file_id() -> str:

@@ -29,7 +29,6 @@ from scheduler.batches.objects import (
     BatchError,
     BatchRecord,
     FileRecord,
-    ObjectNotFound,
     Page,
     Purpose,
     new_batch_id,
@@ -47,7 +46,7 @@ from scheduler.batches.sqlite import (
 from scheduler.batches.states import BatchStatus, Event, transition
 from scheduler.batches.validation import BodyCheck, input_lines, validate_input
 from scheduler.config import BatchConfig
-from scheduler.errors import ConfigError, InvalidRequest
+from scheduler.errors import ConfigError, InvalidRequest, ObjectNotFound
 
 log = logging.getLogger(__name__)
 

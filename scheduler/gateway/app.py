@@ -193,7 +193,7 @@ def create_app(deps: GatewayDeps) -> Starlette:
                 traffic_class,
                 len(raw),
                 request.is_disconnected,
-                tenant=caller.key.tenant if caller.key is not None else "",
+                tenant=caller.tenant,
             )
             deps.metrics.queue_wait.labels(traffic_class.value).observe(admitted.waited_s)
             if admitted.queued:  # loads changed while it waited: route again
@@ -263,11 +263,7 @@ def create_app(deps: GatewayDeps) -> Starlette:
 
     async def ready(request: Request) -> Response:
         """Readiness: at least one replica can serve, and the gateway is not shutting down."""
-        if deps.lifecycle.draining:
-            return JSONResponse(
-                {"status": "draining", "ready_replicas": ready_replicas()}, status_code=503
-            )
-        return readiness(ready_replicas())
+        return readiness(ready_replicas(), draining=deps.lifecycle.draining)
 
     async def metrics(request: Request) -> Response:
         deps.metrics.endpoints.clear()

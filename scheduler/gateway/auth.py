@@ -21,7 +21,14 @@ from scheduler.batches.dispatch_credentials import parse_credential
 from scheduler.config import AuthConfig
 from scheduler.errors import PermissionDenied, RateLimited, Unauthenticated
 from scheduler.gateway.classify import classify
-from scheduler.tenants import ApiKey, LimitState, RateDecision, RateLimiter, resolve_class
+from scheduler.tenants import (
+    OPEN_TENANT,
+    ApiKey,
+    LimitState,
+    RateDecision,
+    RateLimiter,
+    resolve_class,
+)
 from scheduler.tenants.keys import parse_key
 from scheduler.tenants.store import ReloadingKeyStore, keys_path
 from scheduler.types import TIER_FOR_CLASS, ServiceTier, TrafficClass
@@ -37,6 +44,11 @@ class Caller:
 
     key: ApiKey | None
     headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tenant(self) -> str:
+        """The key's tenant; everyone shares ``OPEN_TENANT`` with authentication off."""
+        return self.key.tenant if self.key is not None else OPEN_TENANT
 
 
 def auth_required(auth: AuthConfig) -> bool:

@@ -24,11 +24,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from scheduler.batches import (
-    OPEN_TENANT,
     BatchStore,
     BodyCheck,
     FileRecord,
-    ObjectNotFound,
     Page,
     Purpose,
     parse_window,
@@ -120,16 +118,6 @@ async def _disabled(request: Request) -> Response:
     )
 
 
-def _error(exc: GearshiftError) -> Response:
-    if isinstance(exc, ObjectNotFound):
-        return error_response(404, exc.message, "invalid_request_error", exc.param, exc.code)
-    return domain_error_response(exc)
-
-
-def _tenant(caller: Caller) -> str:
-    return caller.key.tenant if caller.key is not None else OPEN_TENANT
-
-
 def _check_batch_class(caller: Caller) -> None:
     """``PermissionDenied`` for a key that may not use the batch class (every line runs in it)."""
     key = caller.key
@@ -211,7 +199,7 @@ class _BatchApi:
             except ClientDisconnect:
                 return Response(status_code=499)
             except GearshiftError as exc:
-                return _error(exc)
+                return domain_error_response(exc)
 
         return endpoint
 
@@ -246,7 +234,7 @@ class _BatchApi:
             purpose, upload = self._upload_fields(dict(form.multi_items()))
             record = await run_in_threadpool(
                 self.store.create_file,
-                _tenant(caller),
+                caller.tenant,
                 upload.filename or "file",
                 purpose,
                 upload.file,
@@ -290,7 +278,7 @@ class _BatchApi:
             )
         page = await run_in_threadpool(
             self.store.list_files,
-            _tenant(caller),
+            caller.tenant,
             after=request.query_params.get("after"),
             limit=_int_query(request, "limit", 10_000, 1, 10_000),
             order="asc" if order == "asc" else "desc",
@@ -300,19 +288,19 @@ class _BatchApi:
 
     async def get_file(self, request: Request, caller: Caller) -> Response:
         file_id = request.path_params["file_id"]
-        record = await run_in_threadpool(self.store.get_file, _tenant(caller), file_id)
+        record = await run_in_threadpool(self.store.get_file, caller.tenant, file_id)
         return JSONResponse(record.to_openai())
 
     async def delete_file(self, request: Request, caller: Caller) -> Response:
         file_id = request.path_params["file_id"]
         record: FileRecord = await run_in_threadpool(
-            self.store.delete_file, _tenant(caller), file_id, now=self.clock()
+            self.store.delete_file, caller.tenant, file_id, now=self.clock()
         )
         return JSONResponse({"id": record.id, "object": "file", "deleted": True})
 
     async def content(self, request: Request, caller: Caller) -> Response:
         file_id = request.path_params["file_id"]
-        record, handle = await run_in_threadpool(self.store.open_content, _tenant(caller), file_id)
+        record, handle = await run_in_threadpool(self.store.open_content, caller.tenant, file_id)
         return StreamingResponse(
             _chunks(handle),
             media_type="application/octet-stream",
@@ -356,7 +344,7 @@ class _BatchApi:
         _check_batch_class(caller)
         batch = await run_in_threadpool(
             self.store.create_batch,
-            _tenant(caller),
+            caller.tenant,
             input_file_id=input_file_id,
             endpoint=str(endpoint),
             completion_window=str(window),
@@ -388,7 +376,7 @@ class _BatchApi:
     async def list_batches(self, request: Request, caller: Caller) -> Response:
         page = await run_in_threadpool(
             self.store.list_batches,
-            _tenant(caller),
+            caller.tenant,
             after=request.query_params.get("after"),
             limit=_int_query(request, "limit", 20, 1, 100),
         )
@@ -396,12 +384,12 @@ class _BatchApi:
 
     async def get_batch(self, request: Request, caller: Caller) -> Response:
         batch_id = request.path_params["batch_id"]
-        batch = await run_in_threadpool(self.store.get_batch, _tenant(caller), batch_id)
+        batch = await run_in_threadpool(self.store.get_batch, caller.tenant, batch_id)
         return JSONResponse(batch.to_openai())
 
     async def cancel_batch(self, request: Request, caller: Caller) -> Response:
         batch_id = request.path_params["batch_id"]
         batch = await run_in_threadpool(
-            self.store.cancel_batch, _tenant(caller), batch_id, now=self.clock()
+            self.store.cancel_batch, caller.tenant, batch_id, now=self.clock()
         )
         return JSONResponse(batch.to_openai())

@@ -17,6 +17,7 @@ from scheduler.errors import (
     InvalidRequest,
     ModelNotFound,
     NoCapacity,
+    ObjectNotFound,
     PermissionDenied,
     RateLimited,
     RequestError,
@@ -44,7 +45,7 @@ def error_response(
 
 
 def status_for(exc: GearshiftError) -> int:
-    if isinstance(exc, ModelNotFound):
+    if isinstance(exc, ModelNotFound | ObjectNotFound):
         return 404
     if isinstance(exc, RequestTooLarge):
         return 413
@@ -132,8 +133,11 @@ def unauthorized() -> JSONResponse:
     return error_response(401, "Missing or wrong admin token.", code="invalid_api_key")
 
 
-def readiness(ready_replicas: int) -> JSONResponse:
-    """200 while at least one replica can serve, else 503 (load balancers stop sending)."""
+def readiness(ready_replicas: int, *, draining: bool = False) -> JSONResponse:
+    """200 while at least one replica can serve and the gateway is not shutting down, else 503
+    (load balancers stop sending)."""
+    if draining:
+        return JSONResponse({"status": "draining", "ready_replicas": ready_replicas}, 503)
     return JSONResponse(
         {"ready_replicas": ready_replicas}, status_code=200 if ready_replicas else 503
     )

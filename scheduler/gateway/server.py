@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import math
 import random
@@ -116,7 +115,6 @@ async def run_gateway(
             asyncio.create_task(servers[0].serve(sockets=[public])),
             asyncio.create_task(servers[1].serve(sockets=[admin])),
         ]
-        gc.freeze()  # the start-up heap (modules, config, plugins) is never collected again
         try:
             while not all(server.started for server in servers):
                 if any(task.done() for task in serving):

@@ -7,7 +7,7 @@ Nothing here knows about HTTP.
 
 from __future__ import annotations
 
-from scheduler.tenants.keys import ApiKey, IssuedKey, issue_key, parse_key
+from scheduler.tenants.keys import OPEN_TENANT, ApiKey, IssuedKey, issue_key, parse_key
 from scheduler.tenants.limits import LimitState, RateDecision, RateLimiter
 from scheduler.tenants.policy import ClassDecision, resolve_class
 from scheduler.tenants.store import (
@@ -19,6 +19,7 @@ from scheduler.tenants.store import (
 )
 
 __all__ = [
+    "OPEN_TENANT",
     "ApiKey",
     "ClassDecision",
     "IssuedKey",

@@ -16,6 +16,11 @@ from datetime import datetime
 
 from scheduler.types import TrafficClass
 
+OPEN_TENANT = "_open"
+"""The tenant of every caller while authentication is off: it owns their files and batches
+and takes one turn in the fair queues. A key's tenant name cannot start with ``_``
+(``gearshift keys create``), so no key ever sees what it owns."""
+
 KEY_PREFIX = "gs"
 DEFAULT_ITERATIONS = 10_000
 """PBKDF2 rounds for a new key (about 4 ms). The secret is 192 random bits, not a password, so

@@ -106,23 +106,23 @@ def test_the_head_gateway_is_reached_inside_the_cluster_only(
 
 
 def _run_gateway_container(pod: PodSpec, tmp_path: Path) -> list[list[str]]:
-    """Run the gateway container's command + args here, with `ray` and `gearshift` stubs
+    """Run the gateway container's command + args here, with `ray` and `gearshift` fakes
     that record their argv: what the pod would run, in order. The last one must be the
     container's main process (exec'd), so that SIGTERM reaches it and it drains."""
     container = next(c for c in pod.spec["containers"] if c["name"] == "gateway")
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
     calls = tmp_path / "calls.jsonl"
     for name in ("ray", "gearshift"):
-        stub = stubs / name
-        stub.write_text(
+        fake = fakes / name
+        fake.write_text(
             f"#!{sys.executable}\n"
             "import json, os, sys\n"
             f"with open({str(calls)!r}, 'a') as out:\n"
             f"    out.write(json.dumps([os.getpid(), {name!r}, *sys.argv[1:]]) + '\\n')\n"
         )
-        stub.chmod(0o755)
-    env = {"PATH": f"{stubs}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+        fake.chmod(0o755)
+    env = {"PATH": f"{fakes}:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
     with subprocess.Popen(
         [*container["command"], *container.get("args", [])],
         stdout=subprocess.PIPE,

@@ -18,10 +18,9 @@ import openai
 import pytest
 
 from scheduler.batches import BatchStatus, BatchStore, Purpose
-from scheduler.batches.objects import OPEN_TENANT
 from scheduler.config import GearshiftConfig, parse_config
 from scheduler.state import FleetState
-from scheduler.tenants import KeyFile
+from scheduler.tenants import OPEN_TENANT, KeyFile
 from scheduler.types import TrafficClass
 from tests.integration.test_gateway_proxy import GatewayThread
 

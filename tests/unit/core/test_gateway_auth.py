@@ -31,7 +31,7 @@ from scheduler.placement.demand import DemandTracker
 from scheduler.plugins import PluginRegistry
 from scheduler.routing.profiles import build_profiles
 from scheduler.state import FleetState
-from scheduler.tenants import KeyFile, parse_key
+from scheduler.tenants import OPEN_TENANT, KeyFile, parse_key
 from scheduler.types import TrafficClass
 
 pytestmark = pytest.mark.timeout(60)
@@ -380,7 +380,7 @@ def test_admission_queues_each_request_under_its_keys_tenant(
     make_endpoint: Any, keys: KeyFile, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fair queue within a class (``AdmissionPolicy``) shares out by tenant: the gateway
-    must hand it the key's tenant, and an open gateway one shared tenant."""
+    must hand it the key's tenant, and an open gateway its one shared tenant."""
     from scheduler.gateway.admission import AdmissionGate
 
     seen: list[str] = []
@@ -395,4 +395,4 @@ def test_admission_queues_each_request_under_its_keys_tenant(
     assert Gateway(make_endpoint, keys.path, clock).post(key).status_code == 200
     open_gateway = Gateway(make_endpoint, keys.path.parent / "absent.json", clock)
     assert open_gateway.post(None).status_code == 200
-    assert seen == ["acme", ""]
+    assert seen == ["acme", OPEN_TENANT]
