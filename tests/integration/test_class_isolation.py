@@ -13,17 +13,18 @@ loopback (no Ray): a fast replica (H100) and a cheap one (L4) serve the same mod
   what an earlier version of this test measured as "growth".
 - The control for the above: batch routed like interactive traffic, without yielding, lands on
   the H100 beside the interactive requests, and the same measurement sees interactive TTFT grow
-  past the bound. So the bound holds because of the scheduler, not because the measurement
-  cannot see interference.
-  The gateway runs in its own process and the batch clients in another, at a lower CPU
-  priority, as clients on other machines would: on 2 cores, client threads inside the
-  gateway's interpreter (its GIL) turn client work into gateway latency.
+  past the bound (p50 and p95 1.6-1.9x, p99 1.3-1.9x). So the bound holds because of the
+  scheduler, not because the measurement cannot see interference.
 - Total overload (C2): both classes far beyond the fleet: 0 interactive rejections while batch
   is shed.
 - A per-key rate limit answers 429 with ``Retry-After`` and the ``x-ratelimit-*`` headers (B5).
 - A request that waits past its class's queue TTL ends with a 503 envelope (C4).
 
-Figures are printed for the closing note (run with ``-s``).
+The gateway runs in its own process and the batch clients in another, at a lower CPU priority,
+as clients on other machines would: on 2 cores, client threads inside the gateway's interpreter
+(its GIL) turn client work into gateway latency. ``benchmarks/class_isolation.py`` runs the
+same measurement for minutes per phase. Figures are printed for the closing note (run with
+``-s``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,8 +97,9 @@ def config() -> GearshiftConfig:
     return parse_config(CONFIG)
 
 
-@pytest.fixture(scope="module")
-def engines(config: GearshiftConfig) -> Iterator[tuple[EndpointView, ...]]:
+@contextmanager
+def sim_engines(config: GearshiftConfig) -> Iterator[tuple[EndpointView, ...]]:
+    """A sim engine process per node group of ``config``, serving its first model."""
     processes = []
     endpoints = []
     try:
@@ -111,6 +114,12 @@ def engines(config: GearshiftConfig) -> Iterator[tuple[EndpointView, ...]]:
         for process in processes:
             process.terminate()
             process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def engines(config: GearshiftConfig) -> Iterator[tuple[EndpointView, ...]]:
+    with sim_engines(config) as endpoints:
+        yield endpoints
 
 
 def _serve(config: GearshiftConfig, engines: tuple[EndpointView, ...]) -> GatewayThread:
@@ -198,11 +207,11 @@ def _served_by(accelerators: Iterable[str]) -> str:
 
 
 def _growth(unloaded: list[Outcome], loaded: list[Outcome], q: float) -> str:
-    before, after = _quantile(unloaded, q), _quantile(loaded, q)
+    before, after = quantile(unloaded, q), quantile(loaded, q)
     return f"p{round(q * 100)} {before * 1000:.1f} -> {after * 1000:.1f} ms ({after / before:.2f}x)"
 
 
-def _quantile(outcomes: list[Outcome], q: float) -> float:
+def quantile(outcomes: list[Outcome], q: float) -> float:
     ttfts = sorted(o.ttft_s for o in outcomes if o.ttft_s is not None)
     return ttfts[min(len(ttfts) - 1, round(q * (len(ttfts) - 1)))]
 
@@ -227,17 +236,18 @@ class LoadedRun:
         ]
 
 
-@pytest.fixture(scope="module")
-def unloaded(config: GearshiftConfig, engines: tuple[EndpointView, ...]) -> list[Outcome]:
+def measure_unloaded(
+    config: GearshiftConfig, engines: tuple[EndpointView, ...], duration_s: float = CHAT_S
+) -> list[Outcome]:
     """The interactive schedule alone: its unloaded TTFT."""
     state = FleetState(version=1, endpoints=engines, models=(MODEL,))
     with GatewayProcess(config, state) as gateway:
-        outcomes = _run_chat(gateway.url, seed=CHAT_SEED, duration_s=CHAT_S)
-    assert all(o.status == 200 for o in outcomes)
-    return outcomes
+        return _run_chat(gateway.url, seed=CHAT_SEED, duration_s=duration_s)
 
 
-def _under_batch_load(config: GearshiftConfig, engines: tuple[EndpointView, ...]) -> LoadedRun:
+def measure_under_batch_load(
+    config: GearshiftConfig, engines: tuple[EndpointView, ...], duration_s: float = CHAT_S
+) -> LoadedRun:
     """The same interactive schedule while batch arrives at twice the L4's capacity."""
     state = FleetState(version=1, endpoints=engines, models=(MODEL,))
     rate = 2 * _cheap_batch_rate(config)
@@ -249,20 +259,37 @@ def _under_batch_load(config: GearshiftConfig, engines: tuple[EndpointView, ...]
         "service_tier": "flex",
     }
     with GatewayProcess(config, state) as gateway:
-        flood = LoadProcess(gateway.url, body, poisson_times(rate, CHAT_S + 5, seed=2))
+        flood = LoadProcess(gateway.url, body, poisson_times(rate, duration_s + 5, seed=2))
         flood.start()
         try:
             time.sleep(3.0)  # let the batch load build up
             started = time.time()
-            interactive = _run_chat(gateway.url, seed=CHAT_SEED, duration_s=CHAT_S)
+            interactive = _run_chat(gateway.url, seed=CHAT_SEED, duration_s=duration_s)
             ended = time.time()
-            batch = flood.answers(timeout_s=300)
+            batch = flood.answers(timeout_s=300 + duration_s)
         finally:
             flood.stop()
     return LoadedRun(interactive, batch, rate, started, ended)
 
 
-def _describe(unloaded: list[Outcome], run: LoadedRun) -> str:
+def class_agnostic(config: GearshiftConfig) -> GearshiftConfig:
+    """``config`` with batch routed like interactive traffic (to the fastest predicted first
+    token) and never yielding: what Gearshift's batch class is measured against."""
+    data = config.model_dump(mode="json", by_alias=True)
+    data["gateway"]["admission"]["batch"]["yield_to_interactive_s"] = None
+    profiles = data["routing"]["profiles"]
+    profiles["batch"] = {**profiles["interactive"], "filters": ["ready", "context", "kv-headroom"]}
+    return GearshiftConfig.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def unloaded(config: GearshiftConfig, engines: tuple[EndpointView, ...]) -> list[Outcome]:
+    outcomes = measure_unloaded(config, engines)
+    assert all(o.status == 200 for o in outcomes)
+    return outcomes
+
+
+def describe(unloaded: list[Outcome], run: LoadedRun) -> str:
     ok = [o for o in run.interactive if o.status == 200]
     done = run.batch_done()
     return (
@@ -280,28 +307,26 @@ def _describe(unloaded: list[Outcome], run: LoadedRun) -> str:
 def test_interactive_keeps_its_latency_while_batch_floods_the_cheap_tier(
     config: GearshiftConfig, engines: tuple[EndpointView, ...], unloaded: list[Outcome]
 ) -> None:
-    run = _under_batch_load(config, engines)
-    print(f"\n{_describe(unloaded, run)}")
+    run = measure_under_batch_load(config, engines)
+    print(f"\n{describe(unloaded, run)}")
     ok = [o for o in run.interactive if o.status == 200]
     assert len(ok) >= 0.999 * len(run.interactive)
-    assert _quantile(run.interactive, 0.99) <= 1.25 * _quantile(unloaded, 0.99)
+    assert quantile(run.interactive, 0.99) <= 1.25 * quantile(unloaded, 0.99)
     assert run.batch_done(), "batch must still make progress"
 
 
 def test_without_yielding_the_same_measurement_sees_batch_slow_interactive_down(
     config: GearshiftConfig, engines: tuple[EndpointView, ...], unloaded: list[Outcome]
 ) -> None:
-    """The control: batch routed like interactive traffic (to the fastest predicted first
-    token, no yielding, a fleet-wide saturation gate) lands on the H100 beside interactive
-    traffic, and the same measurement sees it."""
-    data = config.model_dump(mode="json", by_alias=True)
-    data["gateway"]["admission"]["batch"]["yield_to_interactive_s"] = None
-    profiles = data["routing"]["profiles"]
-    profiles["batch"] = {**profiles["interactive"], "filters": ["ready", "context", "kv-headroom"]}
-    run = _under_batch_load(GearshiftConfig.model_validate(data), engines)
-    print(f"\nwithout yielding: {_describe(unloaded, run)}")
+    """The control: batch routed like interactive traffic, without yielding, lands on the H100
+    beside interactive traffic, and the same measurement sees it."""
+    run = measure_under_batch_load(class_agnostic(config), engines)
+    print(f"\nwithout yielding: {describe(unloaded, run)}")
     assert "H100-SXM" in run.batch_beside()
-    assert _quantile(run.interactive, 0.99) > 1.25 * _quantile(unloaded, 0.99)
+    # Measured here: p50 and p95 1.6-1.9x, p99 1.3-1.9x (the engine's priority order still
+    # puts interactive first inside the shared H100); p50 and p95 are the steady signal.
+    for q in (0.5, 0.95):
+        assert quantile(run.interactive, q) > 1.25 * quantile(unloaded, q)
 
 
 def _with(config: GearshiftConfig, gateway: dict[str, Any]) -> GearshiftConfig:
