@@ -732,6 +732,13 @@ class BatchConfig(_Section):
         description="Leases a line may run out of before it goes to the error file "
         "(`attempts_exhausted`): a line that kills its worker does not run forever.",
     )
+    max_in_flight: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Most lines one dispatcher has in flight at once: the ceiling of its pace, "
+        "which grows by about one per round of answers and halves on 503.",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Self:

@@ -110,13 +110,14 @@ class DispatchSettings:
 
     @classmethod
     def from_config(
-        cls, config: BatchConfig, worker_id: str, max_in_flight: int = 64
+        cls, config: BatchConfig, worker_id: str, max_in_flight: int | None = None
     ) -> DispatchSettings:
+        """Settings from ``config``; ``max_in_flight`` overrides ``config.max_in_flight``."""
         return cls(
             worker_id=worker_id,
             heartbeat_s=config.heartbeat_s,
             max_attempts=config.max_attempts,
-            max_in_flight=max_in_flight,
+            max_in_flight=config.max_in_flight if max_in_flight is None else max_in_flight,
             settle_s=min(0.5, config.heartbeat_s),
         )
 

@@ -1,10 +1,11 @@
 """Keeps the batch dispatcher running as a child process of ``gearshift serve``.
 
 ``run`` starts ``python -m scheduler.batches.worker`` (its output appended to a log file beside
-the batch store), restarts it with exponential back-off whenever it exits while serve runs
-(saying so through ``report``), and once ``stop`` is set ends it with SIGTERM (its leases are
-released), then SIGKILL after ``STOP_TIMEOUT_S``. The worker also exits by itself when serve's
-process goes away (``--parent-pid``), so a killed serve leaves no dispatcher behind.
+the batch store, which the worker rotates itself when ``worker_argv`` is given the log path),
+restarts it with exponential back-off whenever it exits while serve runs (saying so through
+``report``), and once ``stop`` is set ends it with SIGTERM (its leases are released), then
+SIGKILL after ``STOP_TIMEOUT_S``. The worker also exits by itself when serve's process goes
+away (``--parent-pid``), so a killed serve leaves no dispatcher behind.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ STOP_TIMEOUT_S = 10.0
 LOG_NAME = "dispatcher.log"
 
 
-def worker_argv(config_path: Path | None, gateway_url: str, parent_pid: int) -> list[str]:
+def worker_argv(
+    config_path: Path | None, gateway_url: str, parent_pid: int, log_path: Path | None = None
+) -> list[str]:
+    """The worker's command line; with ``log_path`` it logs there itself, rotating the file."""
     argv = [sys.executable, "-m", "scheduler.batches.worker", "--gateway-url", gateway_url]
     argv += ["--parent-pid", str(parent_pid)]
+    if log_path is not None:
+        argv += ["--log-file", str(log_path)]
     if config_path is not None:
         argv += ["--config", str(config_path.resolve())]
     return argv

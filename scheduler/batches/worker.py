@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 import aiohttp
@@ -38,10 +39,35 @@ from scheduler.types import TrafficClass
 
 log = logging.getLogger("scheduler.batches.worker")
 
-DEFAULT_MAX_IN_FLIGHT = 64
+LOG_MAX_BYTES = 10 * 1_048_576
+LOG_BACKUPS = 3
 TIMEOUT_MARGIN_S = 30.0
 PARENT_CHECK_S = 0.5
 _PR_SET_PDEATHSIG = 1
+
+
+class _LogFile(RotatingFileHandler):
+    """A log file rotated at ``LOG_MAX_BYTES``, keeping ``LOG_BACKUPS`` old ones, that also
+    takes the process's standard output and error (whatever bypasses logging, such as a crash's
+    traceback), re-pointed at the new file on each rotation."""
+
+    def __init__(
+        self, path: Path, max_bytes: int = LOG_MAX_BYTES, backups: int = LOG_BACKUPS
+    ) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._adopt_std_streams()
+
+    def doRollover(self) -> None:  # noqa: N802 - logging's name
+        super().doRollover()
+        self._adopt_std_streams()
+
+    def _adopt_std_streams(self) -> None:
+        if self.stream is None:
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd in (1, 2):
+            os.dup2(self.stream.fileno(), fd)
 
 
 def request_timeout_s(config: GearshiftConfig) -> float:
@@ -64,27 +90,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-in-flight",
         type=int,
-        default=DEFAULT_MAX_IN_FLIGHT,
-        help="Most lines in flight at once (default: %(default)s).",
+        help="Most lines in flight at once (default: the config's batch.max_in_flight).",
     )
     parser.add_argument("--parent-pid", type=int, help="Exit when this process is gone.")
     parser.add_argument("--log-level", default="INFO", help="Python log level.")
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        help=f"Log to this file, rotated at {LOG_MAX_BYTES // 1_048_576} MiB with "
+        f"{LOG_BACKUPS} old files kept (default: standard error).",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    handler = _LogFile(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
+    logging.captureWarnings(True)
     if args.parent_pid is not None and not _die_with_parent(args.parent_pid):
         log.warning("parent process %d is gone before the dispatcher started", args.parent_pid)
         return 0
     try:
         config = load_config(args.config) if args.config else demo_config()
-        if args.max_in_flight < 1:
+        if args.max_in_flight is not None and args.max_in_flight < 1:
             raise ConfigError("--max-in-flight must be at least 1")
         if not config.batch.enabled:
             log.info("batch.enabled is false: nothing to dispatch")

@@ -203,11 +203,11 @@ class _Run:
             await asyncio.gather(*dispatcher)
 
     def _dispatcher(self) -> DispatcherSupervisor:
-        root = Path(self.cfg.batch.store_path).expanduser()
+        log_path = Path(self.cfg.batch.store_path).expanduser() / LOG_NAME
         return DispatcherSupervisor(
-            worker_argv(self.config_path, self.public_url, os.getpid()),
+            worker_argv(self.config_path, self.public_url, os.getpid(), log_path),
             token=self.dispatcher_token,
-            log_path=root / LOG_NAME,
+            log_path=log_path,
             report=lambda line: console_err.print(line, markup=False, soft_wrap=True),
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import random
@@ -120,6 +121,7 @@ async def run_gateway(
                 if any(task.done() for task in serving):
                     break
                 await asyncio.sleep(0.02)
+            _freeze_start_up_heap()
             if on_started is not None:
                 await on_started(table)
             stopper = asyncio.create_task(stop.wait())
@@ -174,6 +176,15 @@ async def _drain(deps: GatewayDeps, drain_s: float, serving: list[asyncio.Task[N
     deps.lifecycle.draining = True
     log.info("draining: /ready answers 503; serving %.1f s more before closing", drain_s)
     await asyncio.wait(serving, timeout=drain_s)
+
+
+def _freeze_start_up_heap() -> None:
+    """Move what start-up built (modules, config, plugins, the apps: ~190,000 objects) out of
+    the garbage collector's reach. A full collection scans every tracked object on the event
+    loop's thread; measured with a batch backlog of ~1,300 requests, unfrozen full
+    collections paused the gateway 100-200 ms every ~45 s, which is interactive TTFT's p99.9."""
+    gc.collect()
+    gc.freeze()
 
 
 def _uvicorn_config(app: object, graceful_s: float) -> uvicorn.Config:

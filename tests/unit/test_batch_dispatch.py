@@ -176,6 +176,13 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(test())
 
 
+def test_the_in_flight_ceiling_comes_from_the_config_unless_overridden() -> None:
+    config = BatchConfig(max_in_flight=12)
+    assert DispatchSettings.from_config(config, "w").max_in_flight == 12
+    assert DispatchSettings.from_config(config, "w", max_in_flight=3).max_in_flight == 3
+    assert DispatchSettings.from_config(BatchConfig(), "w").max_in_flight == 64
+
+
 def test_every_line_gets_exactly_one_result_and_the_batch_completes(store: BatchStore) -> None:
     def answer(line: LeasedLine, tier: ServiceTier, calls: int) -> Answer:
         if line.line_no % 10 == 0:  # the engine refuses it: the line's error result

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,6 +41,34 @@ def test_the_worker_command_line(tmp_path: Path) -> None:
     assert argv[argv.index("--parent-pid") + 1] == "4242"
     assert Path(argv[argv.index("--config") + 1]).is_absolute()
     assert "--config" not in worker_argv(None, "http://x", 1)
+    assert "--log-file" not in argv
+    logged = worker_argv(None, "http://x", 1, tmp_path / "dispatcher.log")
+    assert logged[logged.index("--log-file") + 1] == str(tmp_path / "dispatcher.log")
+
+
+def test_the_worker_rotates_its_log_and_its_stray_output_follows(tmp_path: Path) -> None:
+    """A dispatcher that serve keeps for months logs into at most ``backups + 1`` files; what
+    bypasses logging (a warning, a crash's traceback) lands in the current file."""
+    log = tmp_path / "dispatcher.log"
+    code = f"""
+import logging, sys, warnings
+from scheduler.batches.worker import _LogFile
+logging.basicConfig(level="INFO", handlers=[_LogFile({str(log)!r}, max_bytes=2000, backups=2)])
+logging.captureWarnings(True)
+for i in range(200):
+    logging.getLogger("t").info("line %d of the dispatcher's progress", i)
+print("stray standard error", file=sys.stderr, flush=True)
+raise SystemExit("the last words")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stdout == done.stderr == ""  # all of it went to the log
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["dispatcher.log", "dispatcher.log.1", "dispatcher.log.2"]
+    assert all(p.stat().st_size <= 2000 + 100 for p in tmp_path.iterdir())
+    current = log.read_text()
+    assert "line 199 of" in current
+    assert "stray standard error" in current and "the last words" in current
 
 
 def test_a_dead_dispatcher_is_restarted_with_back_off_and_reported(
