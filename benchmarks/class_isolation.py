@@ -102,7 +102,7 @@ def _row(outcomes: list[Outcome], run: LoadedRun | None, unloaded: list[Outcome]
         row |= {
             "batch_offered_per_s": run.rate_per_s,
             "batch_done": len(run.batch_done()),
-            "batch_shed": sum(a.status == 503 for a in run.batch),
+            "batch_503": sum(a.status == 503 for a in run.batch),
             "batch_beside_interactive_on": dict(Counter(run.batch_beside())),
         }
     return row
@@ -128,7 +128,7 @@ def _table(rows: dict[str, dict[str, Any]], minutes: float) -> Table:
         if "batch_done" in row:
             on = sorted(row["batch_beside_interactive_on"].items())
             beside = ", ".join(f"{card} {count}" for card, count in on)
-            batch = f"{row['batch_done']} ({beside or 'none'}), {row['batch_shed']} shed"
+            batch = f"{row['batch_done']} ({beside or 'none'}), {row['batch_503']} got 503"
         table.add_row(name, *cells, f"{row['success'] * 100:.2f} %", batch)
     return table
 
