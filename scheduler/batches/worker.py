@@ -62,7 +62,7 @@ class _LogFile(RotatingFileHandler):
         self._adopt_std_streams()
 
     def _adopt_std_streams(self) -> None:
-        if self.stream is None:
+        if self.stream is None:  # typed optional; the base class opens it (delay=False)
             return
         for stream in (sys.stdout, sys.stderr):
             stream.flush()

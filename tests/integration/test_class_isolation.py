@@ -14,7 +14,7 @@ loopback (no Ray): a fast replica (H100) and a cheap one (L4) serve the same mod
   with no batch at all, and reported that 1.3x as growth.
 - The control for the above: batch routed like interactive traffic, without yielding, lands on
   the H100 beside the interactive requests, and the same measurement sees interactive TTFT grow
-  past the bound (p50 and p95 1.6-1.9x, p99 1.3-1.9x). So the bound holds because of the
+  past the bound (p50 and p95 1.6-1.9x, p99 1.3-2.0x). So the bound holds because of the
   scheduler, not because the measurement cannot see interference.
 - Total overload (C2): both classes far beyond the fleet: 0 interactive rejections while batch
   is shed.
@@ -279,7 +279,7 @@ def class_agnostic(config: GearshiftConfig) -> GearshiftConfig:
     data = config.model_dump(mode="json", by_alias=True)
     data["gateway"]["admission"]["batch"]["yield_to_interactive_s"] = None
     profiles = data["routing"]["profiles"]
-    profiles["batch"] = {**profiles["interactive"], "filters": ["ready", "context", "kv-headroom"]}
+    profiles["batch"] = profiles["interactive"]  # its slo-ttft-filter passes all: no batch target
     return GearshiftConfig.model_validate(data)
 
 
@@ -325,7 +325,7 @@ def test_without_yielding_the_same_measurement_sees_batch_slow_interactive_down(
     run = measure_under_batch_load(class_agnostic(config), engines)
     print(f"\nwithout yielding: {describe(unloaded, run)}")
     assert "H100-SXM" in run.batch_beside()
-    # Measured here: p50 and p95 1.6-1.9x, p99 1.3-1.9x (the engine's priority order still
+    # Measured here: p50 and p95 1.6-1.9x, p99 1.3-2.0x (the engine's priority order still
     # puts interactive first inside the shared H100); p50 and p95 are the steady signal.
     for q in (0.5, 0.95):
         assert quantile(run.interactive, q) > 1.25 * quantile(unloaded, q)
